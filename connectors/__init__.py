@@ -1,0 +1,1 @@
+"""Connectors: read department source systems into Arrow record batches."""

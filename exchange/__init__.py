@@ -1,0 +1,1 @@
+"""The exchange: contracts, publications, facts, policy and the onceonly CLI."""

@@ -1,0 +1,134 @@
+"""The onceonly home: the embedded defaults (exchange database, ledger store, keys).
+
+`ONCEONLY_HOME` names it; the default is `./.onceonly`. Folders are 0700 and key files
+0600, created with O_EXCL so an existing key is never overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from exchange.errors import HomeExists, HomeMissing
+
+HOME_ENV = "ONCEONLY_HOME"
+DEFAULT_HOME = ".onceonly"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths inside one onceonly home directory."""
+
+    root: Path
+
+    @classmethod
+    def locate(cls, path: Path | str | None = None) -> Home:
+        """The home given, else `ONCEONLY_HOME`, else `./.onceonly`."""
+        chosen = path or os.environ.get(HOME_ENV) or DEFAULT_HOME
+        return cls(Path(chosen).expanduser().absolute())
+
+    @property
+    def config(self) -> Path:
+        return self.root / "onceonly.json"
+
+    @property
+    def exchange_db(self) -> Path:
+        return self.root / "exchange.duckdb"
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.root / "ledger"
+
+    @property
+    def ledger_store(self) -> Path:
+        return self.ledger_dir / "ledger.sqlite"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def log_key(self) -> Path:
+        """The exchange's Ed25519 key: signs checkpoints and answer receipts."""
+        return self.keys_dir / "exchange-log.pem"
+
+    @property
+    def subject_key(self) -> Path:
+        """The HMAC key that turns citizens into ledger tags."""
+        return self.keys_dir / "ledger-subject.key"
+
+    def exists(self) -> bool:
+        return self.config.is_file()
+
+    def require(self) -> Home:
+        """This home, or a clear error saying how to create it."""
+        if not self.exists():
+            raise HomeMissing(
+                f"no onceonly home at {self.root}: run `onceonly init` "
+                f"(or set {HOME_ENV} to an existing home)"
+            )
+        return self
+
+    def describe(self) -> dict[str, object]:
+        config = json.loads(self.config.read_text("utf-8")) if self.exists() else {}
+        return {
+            "home": str(self.root),
+            "initialised": self.exists(),
+            "created_at": config.get("created_at"),
+            "exchange_db": str(self.exchange_db),
+            "ledger_store": str(self.ledger_store),
+            "keys": [str(self.log_key), str(self.subject_key)],
+        }
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask says
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
+    """Create a home with fresh keys and an empty exchange database."""
+    if home.exists():
+        raise HomeExists(f"a onceonly home already exists at {home.root}")
+    stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+    for folder in (home.root, home.keys_dir, home.ledger_dir):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    log_key = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    if not home.log_key.exists():
+        _write_secret(home.log_key, log_key)
+    if not home.subject_key.exists():
+        _write_secret(home.subject_key, secrets.token_bytes(32))
+
+    import duckdb  # imported here: `onceonly --help` should not pay for it
+
+    with duckdb.connect(str(home.exchange_db)) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS onceonly_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute(
+            "INSERT OR REPLACE INTO onceonly_meta VALUES ('format_version', ?), ('created_at', ?)",
+            [str(FORMAT_VERSION), stamp],
+        )
+    home.exchange_db.chmod(0o600)
+    # The config file is written last: its presence is what marks a complete home.
+    config = {"format_version": FORMAT_VERSION, "created_at": stamp}
+    tmp = home.config.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, home.config)
+    return home
