@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +38,16 @@ app = typer.Typer(
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-_state = {"debug": False, "home": None}
+
+@dataclass
+class _Options:
+    """Global options, set by the root callback before any command runs."""
+
+    debug: bool = False
+    home: Path | None = None
+
+
+_options = _Options()
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -62,12 +72,12 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    _state["debug"] = debug
-    _state["home"] = home
+    _options.debug = debug
+    _options.home = home
 
 
 def _home() -> Home:
-    return Home.locate(_state["home"])  # type: ignore[arg-type]
+    return Home.locate(_options.home)
 
 
 def _emit_json(data: object) -> None:
@@ -103,13 +113,18 @@ def status(as_json: JsonOption = False) -> None:
 @app.command()
 def synth(
     persons: Annotated[int, typer.Option("--persons", help="How many people live in the city.")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the departments' sources to.")],
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the departments' sources to.")
+    ],
     dirty_rate: Annotated[
         float, typer.Option("--dirty-rate", help="Share of rows given a known fault (0 to 0.2).")
     ] = 0.0,
     today: Annotated[
-        str, typer.Option("--today", help="The city's 'today', YYYY-MM-DD (fixed, for determinism).")
+        str,
+        typer.Option("--today", help="The city's 'today', YYYY-MM-DD (fixed, for determinism)."),
     ] = "2026-06-30",
     as_json: JsonOption = False,
 ) -> None:
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except (ExchangeError, ConnectorError, LedgerError) as problem:
-        if _state["debug"] or os.environ.get("ONCEONLY_DEBUG") == "1":
+        if _options.debug or os.environ.get("ONCEONLY_DEBUG") == "1":
             traceback.print_exc()
         err.print(f"[red]error:[/red] {problem}", soft_wrap=True, markup=True)
         return 1

@@ -120,7 +120,9 @@ def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
     import duckdb  # imported here: `onceonly --help` should not pay for it
 
     with duckdb.connect(str(home.exchange_db)) as con:
-        con.execute("CREATE TABLE IF NOT EXISTS onceonly_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS onceonly_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        )
         con.execute(
             "INSERT OR REPLACE INTO onceonly_meta VALUES ('format_version', ?), ('created_at', ?)",
             [str(FORMAT_VERSION), stamp],

@@ -67,7 +67,8 @@ def is_valid(id_number: str) -> bool:
 
 def check_characters(digits: np.ndarray) -> np.ndarray:
     """Vectorised check characters (ASCII codes) for an (n, 17) array of digit values."""
-    return _CHECK_BYTES[(digits.astype(np.int64) @ _WEIGHTS) % 11]
+    codes: np.ndarray = _CHECK_BYTES[(digits.astype(np.int64) @ _WEIGHTS) % 11]
+    return codes
 
 
 def _calendar_ok(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -75,7 +76,8 @@ def _calendar_ok(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.nda
     month_len = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
     safe_month = np.clip(month, 0, 12)
     last = month_len[safe_month] + ((safe_month == 2) & leap)
-    return (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= last)
+    ok: np.ndarray = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= last)
+    return ok
 
 
 def valid_mask(ids: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:

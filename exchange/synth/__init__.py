@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from exchange.errors import InvalidArgument
 from exchange.synth.departments import DEPARTMENTS, SPECS, DatasetSpec, build_all
@@ -77,7 +78,7 @@ def generate_city(
 
     out.mkdir(parents=True, exist_ok=True)
     manifest: list[dict[str, object]] = []
-    sqlite_group: list[tuple[DatasetSpec, object, Damage]] = []
+    sqlite_group: list[tuple[DatasetSpec, pa.Table, Damage]] = []
     for spec in SPECS:
         table, damage = tables[spec.name], damages[spec.name]
         lines = None
@@ -101,7 +102,7 @@ def generate_city(
                 entry["line"] = int(lines[fault.row])
             manifest.append(entry)
     if sqlite_group:
-        write_sqlite(sqlite_group, out)  # type: ignore[arg-type]
+        write_sqlite(sqlite_group, out)
 
     counts = Counter(str(e["kind"]) for e in manifest)
     summary = CitySummary(

@@ -6,6 +6,10 @@ of the wrong type or out of range) or a *line* fault that only a text file can c
 row in another encoding, a truncated row, a stray delimiter, a stray quote). Each faulty
 row carries exactly one fault, and the manifest names file, row, kind and field so tests
 can prove every bad row is caught and no clean row is lost.
+
+Keys are judged the way the exchange validates: row checks first, then uniqueness among
+the rows that passed them, the first occurrence winning. So a `duplicate_key` row repeats
+the key of an earlier clean row.
 """
 
 from __future__ import annotations
@@ -124,7 +128,9 @@ def plan(spec: DatasetSpec, table: pa.Table, rate: float, rng: np.random.Generat
             present = [f for f in spec.id_fields if value(f, row) is not None]
             name = present[int(rng.integers(len(present)))]
             good = str(value(name, row))
-            wrong = CHECK_CHARACTERS[(CHECK_CHARACTERS.index(good[17]) + int(rng.integers(1, 11))) % 11]
+            wrong = CHECK_CHARACTERS[
+                (CHECK_CHARACTERS.index(good[17]) + int(rng.integers(1, 11))) % 11
+            ]
             set_value(name, row, good[:17] + wrong)
             detail = f"check character {wrong}, expected {good[17]}"
         elif kind == "impossible_date":

@@ -72,6 +72,23 @@ def month_strings(days: np.ndarray) -> pa.Array:
     return pc.utf8_slice_codeunits(day_strings(days), 0, 7)
 
 
+def add_years(days: np.ndarray, years: int | np.ndarray) -> np.ndarray:
+    """The calendar anniversary `years` after each day (29 February falls on 1 March)."""
+    d = np.asarray(days).astype("datetime64[D]")
+    month = d.astype("datetime64[M]")
+    year = d.astype("datetime64[Y]")
+    month_of_year = month - year.astype("datetime64[M]")
+    day_of_month = d - month.astype("datetime64[D]")
+    shifted = ((year + years).astype("datetime64[M]") + month_of_year).astype("datetime64[D]")
+    result: np.ndarray = (shifted + day_of_month).astype(np.int64)
+    return result
+
+
+def legal_marriage_day(birth: np.ndarray, male: np.ndarray) -> np.ndarray:
+    """The day a person may first marry: the 22nd birthday for men, the 20th for women."""
+    return add_years(birth, np.where(male, 22, 20))
+
+
 def year_of(days: np.ndarray) -> np.ndarray:
     return days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
 
@@ -117,10 +134,10 @@ class Population:
 
     @property
     def dead(self) -> np.ndarray:
-        return self.death != ALIVE
+        return np.asarray(self.death != ALIVE)
 
     def age_at(self, day: int | np.ndarray) -> np.ndarray:
-        return (np.asarray(day) - self.birth) / YEAR
+        return np.asarray((np.asarray(day) - self.birth) / YEAR)
 
     def id_at(self, person: np.ndarray, day: np.ndarray) -> pa.Array:
         """The ID number each person carried on a day: the old one before an ID change."""
@@ -264,7 +281,9 @@ def generate(persons: int, rng: np.random.Generator, today: dt.date) -> Populati
 
     surname, name = _names(rng, household, relation, male, index, head_male, households)
     ethnic = np.array(["汉", "壮", "回", "满", "瑶", "土家", "苗", "畲"])
-    ethnicity = pa.array(ethnic[rng.choice(len(ethnic), n, p=[0.93, 0.025, 0.01, 0.01, 0.008, 0.007, 0.006, 0.004])])
+    ethnicity = pa.array(
+        ethnic[rng.choice(len(ethnic), n, p=[0.93, 0.025, 0.01, 0.01, 0.008, 0.007, 0.006, 0.004])]
+    )
 
     return Population(
         today=t,
@@ -288,7 +307,9 @@ def generate(persons: int, rng: np.random.Generator, today: dt.date) -> Populati
         ethnicity=ethnicity,
         hh_division=hh_division,
         hh_address=_addresses(rng, hh_division, households),
-        hh_number=pc.utf8_lpad(pa.array(np.arange(1, households + 1) * 7 + 100_000_000).cast(pa.string()), 9, "0"),
+        hh_number=pc.utf8_lpad(
+            pa.array(np.arange(1, households + 1) * 7 + 100_000_000).cast(pa.string()), 9, "0"
+        ),
         changed=changed,
         old_ids=old_ids,
         change_date=change_date,
@@ -307,7 +328,7 @@ def _current_marriages(
     spouse: np.ndarray,
 ) -> np.ndarray:
     """The registration day of every current couple, the same on both sides."""
-    legal = np.where(male, birth + int(22 * YEAR), birth + int(20 * YEAR))
+    legal = legal_marriage_day(birth, male)
     first_child = np.full(n, ALIVE, dtype=np.int64)
     kids = np.flatnonzero(mother >= 0)
     np.minimum.at(first_child, mother[kids], birth[kids])
@@ -343,7 +364,7 @@ def _prior_marriages(
     partner = np.full(n, -1, dtype=np.int64)
     married = np.full(n, -1, dtype=np.int64)
     divorced = np.full(n, -1, dtype=np.int64)
-    legal = np.where(male, birth + int(22 * YEAR), birth + int(20 * YEAR))
+    legal = legal_marriage_day(birth, male)
     single = np.flatnonzero((relation == HEAD) & (spouse < 0) & ((t - birth) / YEAR >= 26))
     single = single[rng.permutation(len(single))]
     in_couple = np.flatnonzero((spouse >= 0) & (rng.random(n) < 0.12))
@@ -351,7 +372,7 @@ def _prior_marriages(
     def pair(a: np.ndarray, b: np.ndarray, end_by: np.ndarray) -> np.ndarray:
         start = np.maximum(legal[a], legal[b]) + (rng.uniform(0, 4, len(a)) * YEAR).astype(np.int64)
         end = start + (rng.uniform(1, 9, len(a)) * YEAR).astype(np.int64)
-        ok = (start < end) & (end < end_by - 30)
+        ok: np.ndarray = (start < end) & (end < end_by - 30)
         a, b, start, end = a[ok], b[ok], start[ok], end[ok]
         for x, y in ((a, b), (b, a)):
             partner[x], married[x], divorced[x] = y, start, end
@@ -464,7 +485,9 @@ def _id_changes(
     )
     old[kind == 1, 6:14] = _digits(ymd, 8)[kind == 1]
     seq = old[:, 14] * 100 + old[:, 15] * 10 + old[:, 16]
-    old[kind == 2, 14:17] = _digits((seq + 2 * rng.integers(1, 50, len(candidates))) % 1000, 3)[kind == 2]
+    old[kind == 2, 14:17] = _digits((seq + 2 * rng.integers(1, 50, len(candidates))) % 1000, 3)[
+        kind == 2
+    ]
     # Keep only changes whose old number is new to the city and to each other.
     key = old @ (10 ** np.arange(16, -1, -1, dtype=np.int64))
     current = digits @ (10 ** np.arange(16, -1, -1, dtype=np.int64))
@@ -505,7 +528,9 @@ def _names(
     surname_idx = np.where(is_head_father, family[household], surname_idx)
     male_given = pa.array(ZhNames.first_names_male)
     female_given = pa.array(ZhNames.first_names_female)
-    single = pa.array([s for s in ZhNames.first_names_male + ZhNames.first_names_female if len(s) == 1])
+    single = pa.array(
+        [s for s in ZhNames.first_names_male + ZhNames.first_names_female if len(s) == 1]
+    )
 
     def given(size: int, pool: pa.Array) -> pa.Array:
         return pc.take(pool, pa.array(rng.integers(0, len(pool), size)))
@@ -519,8 +544,28 @@ def _names(
 
 
 STREETS = (
-    "中山", "解放", "人民", "建设", "和平", "新华", "东风", "文化", "胜利", "友谊", "长江",
-    "黄埔", "迎宾", "青年", "光明", "花园", "滨江", "体育", "环市", "工业", "天河", "沿江",
+    "中山",
+    "解放",
+    "人民",
+    "建设",
+    "和平",
+    "新华",
+    "东风",
+    "文化",
+    "胜利",
+    "友谊",
+    "长江",
+    "黄埔",
+    "迎宾",
+    "青年",
+    "光明",
+    "花园",
+    "滨江",
+    "体育",
+    "环市",
+    "工业",
+    "天河",
+    "沿江",
 )
 STREET_KINDS = ("路", "大道", "街", "北路", "南路", "东路", "西路")
 
@@ -534,7 +579,17 @@ def _addresses(rng: np.random.Generator, hh_division: np.ndarray, households: in
     )
     number = pa.array(rng.integers(1, 900, households)).cast(pa.string())
     building = pa.array(rng.integers(1, 40, households)).cast(pa.string())
-    room = pa.array(rng.integers(1, 33, households) * 100 + rng.integers(1, 9, households)).cast(pa.string())
+    room = pa.array(rng.integers(1, 33, households) * 100 + rng.integers(1, 9, households)).cast(
+        pa.string()
+    )
     return pc.binary_join_element_wise(
-        pc.take(district, pa.array(hh_division)), street, number, "号", building, "栋", room, "室", ""
+        pc.take(district, pa.array(hh_division)),
+        street,
+        number,
+        "号",
+        building,
+        "栋",
+        room,
+        "室",
+        "",
     )

@@ -75,7 +75,9 @@ def _csv_lines(spec: DatasetSpec, table: pa.Table, damage: Damage) -> pa.Array:
         elif kind in ("stray_delimiter", "stray_quote"):
             target = fields[text_column]
             cut = max(1, len(target) // 2)
-            fields[text_column] = target[:cut] + ("," if kind == "stray_delimiter" else '"') + target[cut:]
+            fields[text_column] = (
+                target[:cut] + ("," if kind == "stray_delimiter" else '"') + target[cut:]
+            )
             line = ",".join(fields)
         changed[row] = line
     return _replace_rows(lines, changed)
@@ -212,7 +214,9 @@ def write_sqlite(specs_tables: list[tuple[DatasetSpec, pa.Table, Damage]], root:
                         column[row] = None if raw is MISSING else raw
                     values.append(column)
                 marks = ", ".join("?" * table.num_columns)
-                con.executemany(f'INSERT INTO "{spec.table}" VALUES ({marks})', zip(*values, strict=True))
+                con.executemany(
+                    f'INSERT INTO "{spec.table}" VALUES ({marks})', zip(*values, strict=True)
+                )
             con.commit()
         finally:
             con.close()
