@@ -121,9 +121,9 @@ def plan(spec: DatasetSpec, table: pa.Table, rate: float, rng: np.random.Generat
     for row_np, planned in zip(rows, assigned, strict=True):
         row = int(row_np)
         name: str | None = None
-        earlier = clean[clean < row]
+        earlier = int(np.searchsorted(clean, row))  # clean rows before this one (sorted)
         # A duplicate repeats an earlier row's key, so "first occurrence wins" finds it.
-        kind = "missing_required" if planned == "duplicate_key" and not len(earlier) else planned
+        kind = "missing_required" if planned == "duplicate_key" and not earlier else planned
         if kind == "bad_check_digit":
             present = [f for f in spec.id_fields if value(f, row) is not None]
             name = present[int(rng.integers(len(present)))]
@@ -148,7 +148,7 @@ def plan(spec: DatasetSpec, table: pa.Table, rate: float, rng: np.random.Generat
             set_value(name, row, MISSING)
             detail = "required field missing"
         elif kind == "duplicate_key":
-            source = int(earlier[int(rng.integers(len(earlier)))])
+            source = int(clean[int(rng.integers(earlier))])
             for key in spec.key:
                 set_value(key, row, value(key, source))
             name = ",".join(spec.key)
