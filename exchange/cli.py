@@ -143,11 +143,12 @@ def synth(
         _emit_json({**summary.to_dict(), "out": str(out_dir), "seconds": round(seconds, 3)})
         return
     table = Table(title=f"Synthetic city: {summary.persons:,} persons, seed {seed}")
-    for column in ("department", "dataset", "file", "format", "rows", "faults"):
-        table.add_column(column, justify="right" if column in ("rows", "faults") else "left")
+    for column in ("department", "dataset", "format", "rows", "faults"):
+        numeric = column in ("rows", "faults")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     for d in summary.datasets:
-        fmt = f"{d.format} ({d.encoding})" if d.encoding else d.format
-        table.add_row(d.department, d.dataset, d.path, fmt, f"{d.rows:,}", f"{d.faults:,}")
+        fmt = f"{d.format} {d.encoding}" if d.encoding else d.format
+        table.add_row(d.department, d.dataset, fmt, f"{d.rows:,}", f"{d.faults:,}")
     out.print(table)
     out.print(
         f"{summary.households:,} households, {summary.alive:,} alive, "
