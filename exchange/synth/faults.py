@@ -100,7 +100,8 @@ def plan(spec: DatasetSpec, table: pa.Table, rate: float, rng: np.random.Generat
     """Choose faulty rows for a dataset and what to plant in each."""
     damage = Damage()
     kinds = applicable(spec)
-    eligible = np.flatnonzero(_plain_rows(spec, table))
+    plain = _plain_rows(spec, table)
+    eligible = np.flatnonzero(plain)
     if rate <= 0 or len(eligible) < 4:
         return damage
     wanted = max(len(kinds), round(rate * table.num_rows))
@@ -108,7 +109,8 @@ def plan(spec: DatasetSpec, table: pa.Table, rate: float, rng: np.random.Generat
     rows = np.sort(rng.choice(eligible, count, replace=False))
     order = np.concatenate([rng.permutation(len(kinds)), rng.integers(0, len(kinds), count)])
     assigned = [kinds[i] for i in order[:count]]
-    clean = np.setdiff1d(eligible, rows)
+    plain[rows] = False
+    clean = np.flatnonzero(plain)  # sorted: eligible rows that carry no fault
 
     columns = {name: table.column(name) for name in table.column_names}
 

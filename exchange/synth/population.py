@@ -456,7 +456,10 @@ def _id_strings(digits17: np.ndarray) -> pa.Array:
     codes = np.concatenate(
         [(digits17 + 48).astype(np.uint8), check_characters(digits17)[:, None]], axis=1
     )
-    return pa.array(codes.view("S18").ravel()).cast(pa.string())
+    # Eighteen ASCII bytes per ID: the matrix already is an Arrow string data buffer.
+    offsets = np.arange(0, (len(codes) + 1) * 18, 18, dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(codes))]
+    return pa.Array.from_buffers(pa.string(), len(codes), buffers)
 
 
 def _id_changes(
