@@ -20,11 +20,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connectors.errors import ConnectorError
 from exchange.errors import ExchangeError
 from exchange.home import HOME_ENV, Home, init_home
+from exchange.synth import DEFAULT_TODAY
 from ledger.errors import LedgerError
 
 app = typer.Typer(
@@ -91,22 +93,29 @@ def init(as_json: JsonOption = False) -> None:
     if as_json:
         _emit_json(home.describe())
         return
-    out.print(f"[green]created[/green] onceonly home at {home.root}")
-    for key, value in home.describe().items():
-        out.print(f"  {key}: {value}")
+    out.print(f"[green]created[/green] onceonly home at {escape(str(home.root))}")
+    _print_home(home)
 
 
 @app.command()
 def status(as_json: JsonOption = False) -> None:
     """Show where the home is and what it holds."""
     home = _home().require()
-    info = home.describe()
     if as_json:
-        _emit_json(info)
+        _emit_json(home.describe())
         return
-    table = Table(show_header=False, box=None)
-    for key, value in info.items():
-        table.add_row(key, str(value))
+    out.print(f"onceonly home at {escape(str(home.root))}")
+    _print_home(home)
+
+
+def _print_home(home: Home) -> None:
+    table = Table(box=None)
+    for column in ("file", "path", "mode"):
+        table.add_column(column)
+    files: dict[str, dict[str, object]] = home.describe()["files"]  # type: ignore[assignment]
+    for name, info in files.items():
+        mode = str(info["mode"]) if info["exists"] else "[dim]not yet created[/dim]"
+        table.add_row(name, escape(str(info["path"])), mode)
     out.print(table)
 
 
@@ -125,12 +134,12 @@ def synth(
     today: Annotated[
         str,
         typer.Option("--today", help="The city's 'today', YYYY-MM-DD (fixed, for determinism)."),
-    ] = "2026-06-30",
+    ] = DEFAULT_TODAY.isoformat(),
     as_json: JsonOption = False,
 ) -> None:
     """Generate the synthetic city: every department's sources in its native format."""
     from exchange.errors import InvalidArgument
-    from exchange.synth import generate_city
+    from exchange.synth.city import generate_city
 
     try:
         day = dt.date.fromisoformat(today)
@@ -157,8 +166,8 @@ def synth(
     if summary.faults_by_kind:
         kinds = ", ".join(f"{k} {v:,}" for k, v in summary.faults_by_kind.items())
         out.print(f"Planted faults ({sum(summary.faults_by_kind.values()):,}): {kinds}")
-        out.print(f"Ground truth: {out_dir / 'faults.jsonl'}")
-    out.print(f"Wrote {out_dir} in {seconds:.1f} s.")
+        out.print(f"Ground truth: {escape(str(out_dir / 'faults.jsonl'))}")
+    out.print(f"Wrote {escape(str(out_dir))} in {seconds:.1f} s.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,11 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except (ExchangeError, ConnectorError, LedgerError) as problem:
-        if _options.debug or os.environ.get("ONCEONLY_DEBUG") == "1":
-            traceback.print_exc()
-        err.print(f"[red]error:[/red] {problem}", soft_wrap=True, markup=True)
-        return 1
+        return _fail(str(problem))
+    except OSError as problem:
+        where = f" {problem.filename}" if problem.filename else ""
+        return _fail(f"{problem.strerror or problem}:{where}")
+    except Exception as problem:  # a bug: still one line, the traceback behind --debug
+        return _fail(f"internal error ({type(problem).__name__}: {problem}); rerun with --debug")
     return 0
+
+
+def _fail(message: str) -> int:
+    if _options.debug or os.environ.get("ONCEONLY_DEBUG") == "1":
+        traceback.print_exc()
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -13,5 +13,9 @@ class HomeExists(ExchangeError):
     """`init` was asked to create a home that is already there."""
 
 
+class HomeCorrupt(ExchangeError):
+    """The home's configuration cannot be read."""
+
+
 class InvalidArgument(ExchangeError):
     """A value given by the user is outside what the command accepts."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exchange.errors import HomeExists, HomeMissing
+from exchange.errors import HomeCorrupt, HomeExists, HomeMissing
 
 HOME_ENV = "ONCEONLY_HOME"
 DEFAULT_HOME = ".onceonly"
@@ -77,15 +77,36 @@ class Home:
             )
         return self
 
+    def read_config(self) -> dict[str, object]:
+        try:
+            config = json.loads(self.config.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+            raise HomeCorrupt(f"cannot read {self.config}: {problem}") from problem
+        if not isinstance(config, dict):
+            raise HomeCorrupt(f"{self.config} does not hold a JSON object")
+        return config
+
     def describe(self) -> dict[str, object]:
-        config = json.loads(self.config.read_text("utf-8")) if self.exists() else {}
+        """What the home holds: each file with whether it exists and its mode."""
+        config = self.read_config() if self.exists() else {}
+        files = {
+            "exchange_db": self.exchange_db,
+            "ledger_store": self.ledger_store,
+            "log_key": self.log_key,
+            "subject_key": self.subject_key,
+        }
         return {
             "home": str(self.root),
             "initialised": self.exists(),
             "created_at": config.get("created_at"),
-            "exchange_db": str(self.exchange_db),
-            "ledger_store": str(self.ledger_store),
-            "keys": [str(self.log_key), str(self.subject_key)],
+            "files": {
+                name: {
+                    "path": str(path),
+                    "exists": path.exists(),
+                    "mode": f"{path.stat().st_mode & 0o777:04o}" if path.exists() else None,
+                }
+                for name, path in files.items()
+            },
         }
 
 
@@ -99,14 +120,29 @@ def _write_secret(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+# What a home holds; a half-made home (init killed midway) may be finished, but init
+# never takes over a folder holding anything else.
+_HOME_ENTRIES = {"keys", "ledger", "exchange.duckdb", "exchange.duckdb.wal", "onceonly.json.tmp"}
+
+
 def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
     """Create a home with fresh keys and an empty exchange database."""
     if home.exists():
         raise HomeExists(f"a onceonly home already exists at {home.root}")
+    if home.root.exists() and not home.root.is_dir():
+        raise HomeExists(f"{home.root} exists and is not a folder")
+    if home.root.is_dir():
+        strangers = sorted(p.name for p in home.root.iterdir() if p.name not in _HOME_ENTRIES)
+        if strangers:
+            raise HomeExists(
+                f"{home.root} is not empty ({', '.join(strangers[:3])}…): "
+                "choose an empty or new folder for the onceonly home"
+            )
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
     for folder in (home.root, home.keys_dir, home.ledger_dir):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder.chmod(0o700)
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
     log_key = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from exchange.synth import CitySummary, generate_city
+from exchange.synth.city import CitySummary, generate_city
 
 # Time limits per example only measure how busy the machine is; the suite has its own.
 settings.register_profile("onceonly", deadline=None, print_blob=True)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exchange.residentid import birth_date, is_male, is_valid
-from exchange.synth import generate_city
+from exchange.synth.city import generate_city
 
 PERSONS = 4000
 SEED = 20260630

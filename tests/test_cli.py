@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import typer
+
+from exchange.cli import app
 
 ONCEONLY = Path(sys.executable).with_name("onceonly")
 
@@ -27,15 +29,20 @@ def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str
 def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("init", "status", "synth"):
-        assert command in result.stdout
+    for name in typer.main.get_command(app).commands:  # type: ignore[attr-defined]
+        assert name in result.stdout
 
 
-@pytest.mark.parametrize("command", ["init", "status", "synth"])
-def test_every_command_has_help(command: str) -> None:
-    result = run(command, "--help")
-    assert result.returncode == 0
-    assert "Usage" in result.stdout and len(result.stdout.splitlines()) > 4
+def test_every_command_and_option_is_documented() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert commands, "no commands registered"
+    for name, command in commands.items():
+        assert command.help and len(command.help) > 20, f"{name} has no help text"
+        for param in command.params:
+            if param.name != "help":
+                assert getattr(param, "help", None), f"{name} --{param.name} has no help"
+        shown = run(name, "--help")
+        assert shown.returncode == 0 and "Usage" in shown.stdout
 
 
 def test_init_creates_a_private_home(tmp_path: Path) -> None:
@@ -74,7 +81,31 @@ def test_status_reports_an_existing_home(tmp_path: Path) -> None:
     run("init", home=tmp_path)
     result = run("status", "--json", home=tmp_path)
     assert result.returncode == 0
-    assert json.loads(result.stdout)["exchange_db"] == str(tmp_path / "exchange.duckdb")
+    files = json.loads(result.stdout)["files"]
+    assert files["exchange_db"] == {
+        "path": str(tmp_path / "exchange.duckdb"),
+        "exists": True,
+        "mode": "0600",
+    }
+    assert files["ledger_store"]["exists"] is False  # the ledger creates its own store
+
+
+def test_init_never_takes_over_a_folder_with_other_files(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    (tmp_path / "someone-elses.txt").write_text("keep me")
+    result = run("init", home=tmp_path)
+    assert result.returncode == 1
+    assert "is not empty" in result.stderr
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["someone-elses.txt"]
+
+
+def test_a_corrupt_home_is_one_clear_line(tmp_path: Path) -> None:
+    run("init", home=tmp_path)
+    (tmp_path / "onceonly.json").write_text("{not json")
+    result = run("status", home=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot read") and "Traceback" not in result.stderr
 
 
 def test_synth_writes_the_city_and_summarises_it(tmp_path: Path) -> None:
@@ -105,3 +136,23 @@ def test_domain_errors_are_one_line_and_tracebacks_need_debug(tmp_path: Path) ->
     debug = run("--debug", *args)
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "InvalidArgument" in debug.stderr
+
+
+def test_user_text_is_never_read_as_markup(tmp_path: Path) -> None:
+    odd = run(
+        "synth", "--persons", "20", "--seed", "1", "--out", str(tmp_path), "--today", "[/red]x"
+    )
+    assert odd.returncode == 1
+    assert odd.stderr.strip() == "error: --today must be a date as YYYY-MM-DD, got '[/red]x'"
+    home = tmp_path / "home-[dim]x"
+    missing = run("status", home=home)
+    assert str(home) in missing.stderr
+
+
+def test_file_system_errors_are_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run("synth", "--persons", "20", "--seed", "1", "--out", str(blocker))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and str(blocker) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -12,7 +12,10 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from exchange import residentid
-from exchange.synth import SPECS, CitySummary, DatasetSpec, generate_city
-from exchange.synth.faults import KINDS
+from exchange.synth.city import CitySummary, generate_city
+from exchange.synth.departments import SPECS, DatasetSpec
+from exchange.synth.faults import KINDS, applicable
 
 Record = dict[str, object]
 
@@ -36,7 +40,12 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     generate_city(tmp_path / "a", persons=800, seed=3, dirty_rate=0.02)
-    generate_city(tmp_path / "b", persons=800, seed=3, dirty_rate=0.02)
+    # Another process with another string-hash seed: no set or dict order may leak in.
+    onceonly = Path(sys.executable).with_name("onceonly")
+    args = ["synth", "--persons", "800", "--seed", "3", "--dirty-rate", "0.02"]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    command = [str(onceonly), *args, "--out", str(tmp_path / "b")]
+    subprocess.run(command, env=env, check=True, capture_output=True)
     generate_city(tmp_path / "c", persons=800, seed=4, dirty_rate=0.02)
     a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
     assert len(a) == 12  # 10 source files + summary + manifest
@@ -74,8 +83,8 @@ def test_summary_counts_match_the_files(dirty_city: tuple[Path, CitySummary]) ->
     for spec, ds in zip(SPECS, summary.datasets, strict=True):
         assert ds.rows == sum(1 for _ in _records(root, spec)), spec.name
     stored = json.loads((root / "city.json").read_text("utf-8"))
-    assert stored["persons"] == summary.persons == 3000
-    assert stored["alive"] + stored["deceased"] == summary.persons
+    assert stored == json.loads(json.dumps(summary.to_dict()))
+    assert stored["persons"] == 3000
 
 
 # ---- reading files back, from raw bytes -------------------------------------------------
@@ -102,6 +111,8 @@ def _text_lines(path: Path, spec: DatasetSpec) -> Iterator[tuple[str, bool]]:
         assert data.startswith(b"\xef\xbb\xbf")
         data = data[3:]
     eol = spec.eol.encode()
+    if not data:
+        return
     assert data.endswith(eol)
     encoding = "utf-8" if spec.encoding == "utf-8-sig" else spec.encoding
     # A physical line ends at LF: a quoted field may hold a bare LF even in a CRLF file.
@@ -119,6 +130,8 @@ def _records(root: Path, spec: DatasetSpec) -> Iterator[tuple[Record, set[str]]]
     if spec.format == "csv":
         lines = list(_text_lines(path, spec))
         header = next(csv.reader([lines[0][0]]))
+        if len(lines) == 1:
+            return  # a header and no records
         text = "\n".join(line for line, _ in lines[1:]) + "\n"
         # Physical line -> misencoded flag; records may span lines (quoted newlines).
         flags = [bad for _, bad in lines[1:]]
@@ -206,8 +219,7 @@ def _value_faults(
     return found
 
 
-def test_manifest_is_exactly_the_faults_in_the_files(dirty_city: tuple[Path, CitySummary]) -> None:
-    root, _ = dirty_city
+def _assert_manifest_matches_files(root: Path) -> None:
     manifest = [
         json.loads(line) for line in (root / "faults.jsonl").read_text("utf-8").splitlines()
     ]
@@ -225,11 +237,30 @@ def test_manifest_is_exactly_the_faults_in_the_files(dirty_city: tuple[Path, Cit
     assert not unexpected, f"faulty rows the manifest does not list: {unexpected}"
 
 
+def test_manifest_is_exactly_the_faults_in_the_files(dirty_city: tuple[Path, CitySummary]) -> None:
+    _assert_manifest_matches_files(dirty_city[0])
+
+
+@pytest.mark.parametrize(
+    ("persons", "seed", "rate"),
+    [(11, 0, 0.2), (12, 1, 0.2), (40, 2, 0.2), (150, 3, 0.05), (20_000, 7, 0.01)],
+)
+def test_manifest_matches_at_every_size(
+    tmp_path: Path, persons: int, seed: int, rate: float
+) -> None:
+    generate_city(tmp_path, persons=persons, seed=seed, dirty_rate=rate)
+    _assert_manifest_matches_files(tmp_path)
+
+
 def test_every_fault_kind_is_planted(dirty_city: tuple[Path, CitySummary]) -> None:
-    _, summary = dirty_city
+    root, summary = dirty_city
     assert set(summary.faults_by_kind) == set(KINDS)
-    for ds in summary.datasets:
-        assert ds.faults > 0, ds.dataset
+    lines = (root / "faults.jsonl").read_text("utf-8").splitlines()
+    manifest = [json.loads(line) for line in lines]
+    for spec, ds in zip(SPECS, summary.datasets, strict=True):
+        planted = {e["kind"] for e in manifest if e["dataset"] == spec.name}
+        if ds.rows >= 100:  # big enough to carry one of each applicable kind
+            assert planted == set(applicable(spec)), spec.name
 
 
 def test_manifest_lines_point_at_the_right_physical_line(
@@ -271,3 +302,36 @@ def test_bad_arguments_are_refused_clearly(
 
     with pytest.raises(InvalidArgument, match=message):
         generate_city(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def _sqlite_schema(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        return [(t, c[1], c[2]) for t in tables for c in con.execute(f'PRAGMA table_info("{t}")')]
+
+
+def test_file_layouts_do_not_depend_on_the_city_size(tmp_path: Path) -> None:
+    generate_city(tmp_path / "tiny", persons=10, seed=1)  # empty tables, no faults
+    generate_city(tmp_path / "big", persons=3000, seed=1)
+    sqlite = "civil_affairs/civil_affairs.sqlite"
+    assert _sqlite_schema(tmp_path / "tiny" / sqlite) == _sqlite_schema(tmp_path / "big" / sqlite)
+    for parquet in ("hrss/contributions.parquet", "hrss/pensions.parquet"):
+        tiny = pq.read_schema(tmp_path / "tiny" / parquet)
+        assert tiny.equals(pq.read_schema(tmp_path / "big" / parquet))
+
+
+def _spec(name: str) -> DatasetSpec:
+    return next(s for s in SPECS if s.name == name)
+
+
+def test_the_summary_counts_the_dead_found_in_the_files(tmp_path: Path) -> None:
+    summary = generate_city(tmp_path, persons=3000, seed=2)
+    changes = {r["old_id"]: r["new_id"] for r, _ in _records(tmp_path, _spec("id_changes"))}
+    dead: set[str] = set()
+    for name in ("deaths", "cremations"):
+        for record, _ in _records(tmp_path, _spec(name)):
+            dead.add(str(changes.get(record["person_id"], record["person_id"])))
+    register = {str(r["id_number"]) for r, _ in _records(tmp_path, _spec("household_register"))}
+    assert dead <= register
+    assert summary.deceased == len(dead) > 0
+    assert summary.alive == len(register) - len(dead)

@@ -27,6 +27,7 @@ from exchange.synth.population import (
     city_name,
     day_strings,
     divisions,
+    full_years,
     month_strings,
     to_days,
     year_of,
@@ -58,15 +59,6 @@ class DatasetSpec:
     def is_text(self) -> bool:
         return self.format in ("csv", "jsonl")
 
-
-DEPARTMENTS = {
-    "public_security": "公安 public security",
-    "health": "卫健 health",
-    "civil_affairs": "民政 civil affairs",
-    "hrss": "人社 human resources & social security",
-    "housing": "住建 housing",
-    "education": "教育 education",
-}
 
 # The public-security register is a legacy system: GB18030 text, Windows line ends.
 GB18030, CRLF = "gb18030", "\r\n"
@@ -410,7 +402,7 @@ def household_register(pop: Population, rng: np.random.Generator) -> pa.Table:
     )
 
 
-def id_changes(pop: Population, rng: np.random.Generator) -> pa.Table:
+def id_changes(pop: Population) -> pa.Table:
     return pa.table(
         {
             "old_id": pop.old_ids,
@@ -434,7 +426,7 @@ def criminal_records(pop: Population, rng: np.random.Generator) -> pa.Table:
     order = np.argsort(day, kind="stable")
     person, day = person[order], day[order]
     year = year_of(day)
-    district = pa.array(np.array([c[2:] for c in _district_codes(pop, person)]))
+    district = pa.array([c[2:] for c in _district_codes(pop, person)], pa.string())
     case_no = pc.binary_join_element_wise(
         "(",
         pa.array(year).cast(pa.string()),
@@ -446,7 +438,7 @@ def criminal_records(pop: Population, rng: np.random.Generator) -> pa.Table:
         "",
     )
     names = {d.code: d.name for d in divisions()}
-    courts = np.array([f"广州市{names[c]}人民法院" for c in _district_codes(pop, person)])
+    courts = [f"{city_name()}{names[c]}人民法院" for c in _district_codes(pop, person)]
     return pa.table(
         {
             "case_no": case_no,
@@ -454,14 +446,15 @@ def criminal_records(pop: Population, rng: np.random.Generator) -> pa.Table:
             "name": _take(pop.name, person),
             "offence": _pick(rng, OFFENCES, len(person)),
             "judgment_date": day_strings(day),
-            "court": pa.array(courts),
+            "court": pa.array(courts, pa.string()),
             "sentence_months": pa.array(rng.integers(1, 121, len(person))),
         }
     )
 
 
 def births(pop: Population, rng: np.random.Generator) -> pa.Table:
-    # Birth medical certificates exist from 1996; both parents are in the city.
+    # Birth medical certificates exist from 1996; the mother is in the city, the father
+    # too unless the certificate names none.
     child = np.flatnonzero((pop.mother >= 0) & (pop.birth >= to_days(dt.date(1996, 1, 1))))
     day = pop.birth[child]
     mother, father = pop.mother[child], pop.father[child]
@@ -509,7 +502,7 @@ def deaths(pop: Population, rng: np.random.Generator, hospital: np.ndarray) -> p
             "name": _take(pop.name, hospital),
             "sex": _sex(pop.male[hospital], chinese=False),
             "death_date": day_strings(day),
-            "age": pa.array(((day - pop.birth[hospital]) / YEAR).astype(np.int64)),
+            "age": pa.array(full_years(pop.birth[hospital], day)),
             "place": _pick(rng, HOSPITALS, len(hospital)),
             "cause_code": _pick(rng, CAUSES, len(hospital)),
         }
@@ -534,7 +527,7 @@ def cremations(pop: Population, rng: np.random.Generator, cremated: np.ndarray) 
 def _offices(pop: Population, person: np.ndarray) -> pa.Array:
     names = {d.code: d.name for d in divisions()}
     return pa.array(
-        np.array([f"{city_name()}{names[c]}民政局" for c in _district_codes(pop, person)])
+        [f"{city_name()}{names[c]}民政局" for c in _district_codes(pop, person)], pa.string()
     )
 
 
@@ -659,8 +652,8 @@ def contributions(pop: Population, rng: np.random.Generator, months: int) -> pa.
     now = _month_index(np.array([pop.today]))[0]
     window = now - months + 1
     retire_age = np.where(pop.male, 60, 55)
-    adult_from = _month_index(pop.birth + int(18 * YEAR))
-    retire_at = _month_index(pop.birth + (retire_age * YEAR).astype(np.int64))
+    adult_from = _month_index(add_years(pop.birth, 18))
+    retire_at = _month_index(add_years(pop.birth, retire_age))
     alive_until = np.where(pop.dead, _month_index(np.minimum(pop.death, pop.today)), now)
     first = np.maximum(adult_from, window)
     last = np.minimum(np.minimum(retire_at, alive_until), now)
@@ -698,7 +691,7 @@ def pensions(pop: Population, rng: np.random.Generator, months: int = 12) -> pa.
     now = _month_index(np.array([pop.today]))[0]
     window = now - months + 1
     retire_age = np.where(pop.male, 60, 55)
-    retire_at = _month_index(pop.birth + (retire_age * YEAR).astype(np.int64)) + 1
+    retire_at = _month_index(add_years(pop.birth, retire_age)) + 1  # paid from the next month
     alive_until = np.where(pop.dead, _month_index(np.minimum(pop.death, pop.today)), now)
     first = np.maximum(retire_at, window)
     retiree = np.flatnonzero((first <= alive_until) & (rng.random(pop.size) < 0.88))
@@ -749,11 +742,12 @@ def property_titles(pop: Population, rng: np.random.Generator) -> pa.Table:
     other = np.array(["440300", "440600", "441900"])[rng.integers(0, 3, m)]
     city = np.where(in_city, CITY_CODE, other)
     city_names = {"440100": "广州市", "440300": "深圳市", "440600": "佛山市", "441900": "东莞市"}
+    city_name_of = pa.array([city_names[c] for c in city], pa.string())
     cert = pc.binary_join_element_wise(
         "粤(",
         pa.array(year_of(day)).cast(pa.string()),
         ")",
-        pa.array(np.vectorize(city_names.get)(city)),
+        city_name_of,
         "不动产权第",
         _numbered("", 1, m, 7),
         "号",
@@ -764,7 +758,7 @@ def property_titles(pop: Population, rng: np.random.Generator) -> pa.Table:
         pa.array(is_home),
         _take(pop.hh_address, pop.household[title_owner]),
         pc.binary_join_element_wise(
-            pa.array(np.vectorize(city_names.get)(city)),
+            city_name_of,
             "新城花园",
             pa.array(rng.integers(1, 60, m)).cast(pa.string()),
             "栋",
@@ -776,7 +770,7 @@ def property_titles(pop: Population, rng: np.random.Generator) -> pa.Table:
     # The head's living spouse often co-owns: one row per owner of each title.
     spouse = pop.spouse[title_owner]
     joint = (spouse >= 0) & (rng.random(m) < 0.6) & (pop.death[np.maximum(spouse, 0)] > day)
-    joint &= pop.birth[np.maximum(spouse, 0)] + int(18 * YEAR) < day
+    joint &= add_years(pop.birth[np.maximum(spouse, 0)], 18) < day
     title = np.concatenate([np.arange(m), np.flatnonzero(joint)])
     owner = np.concatenate([title_owner, spouse[joint]])
     order = np.argsort(title, kind="stable")
@@ -820,9 +814,14 @@ def degrees(pop: Population, rng: np.random.Generator) -> pa.Table:
     person = np.concatenate(rows_person)
     level = np.concatenate(rows_level)
     year = born[person] + finish_age[level] + rng.integers(0, 2, len(person))
-    graduated = (year < this_year) & (
-        pop.birth[person] + (finish_age[level] * YEAR).astype(np.int64)
-        < np.minimum(pop.death[person], pop.today)
+    # Degrees are held electronically from 1950 on; earlier graduates have no record.
+    graduated = (
+        (year >= 1950)
+        & (year < this_year)
+        & (
+            pop.birth[person] + (finish_age[level] * YEAR).astype(np.int64)
+            < np.minimum(pop.death[person], pop.today)
+        )
     )
     person, level, year = person[graduated], level[graduated], year[graduated]
     order = np.lexsort((level, person))
@@ -858,7 +857,7 @@ def build_all(
     marriages, divorces = marriages_and_divorces(pop, rng)
     tables = {
         "household_register": household_register(pop, rng),
-        "id_changes": id_changes(pop, rng),
+        "id_changes": id_changes(pop),
         "criminal_records": criminal_records(pop, rng),
         "births": births(pop, rng),
         "deaths": deaths(pop, rng, hospital),

@@ -14,6 +14,7 @@ the key of an earlier clean row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -108,76 +109,115 @@ def plan(spec: DatasetSpec, table: pa.Table, rate: float, rng: np.random.Generat
     count = min(wanted, len(eligible) // 3)  # leave clean rows to duplicate keys from
     rows = np.sort(rng.choice(eligible, count, replace=False))
     order = np.concatenate([rng.permutation(len(kinds)), rng.integers(0, len(kinds), count)])
-    assigned = [kinds[i] for i in order[:count]]
     plain[rows] = False
-    clean = np.flatnonzero(plain)  # sorted: eligible rows that carry no fault
-
-    columns = {name: table.column(name) for name in table.column_names}
-
-    def value(name: str, row: int) -> object:
-        return columns[name][row].as_py()
-
-    def set_value(name: str, row: int, raw: object) -> None:
-        damage.values.setdefault(name, {})[row] = raw
-
-    for row_np, planned in zip(rows, assigned, strict=True):
-        row = int(row_np)
-        name: str | None = None
-        earlier = int(np.searchsorted(clean, row))  # clean rows before this one (sorted)
-        # A duplicate repeats an earlier row's key, so "first occurrence wins" finds it.
-        kind = "missing_required" if planned == "duplicate_key" and not earlier else planned
-        if kind == "bad_check_digit":
-            present = [f for f in spec.id_fields if value(f, row) is not None]
-            name = present[int(rng.integers(len(present)))]
-            good = str(value(name, row))
-            wrong = CHECK_CHARACTERS[
-                (CHECK_CHARACTERS.index(good[17]) + int(rng.integers(1, 11))) % 11
-            ]
-            set_value(name, row, good[:17] + wrong)
-            detail = f"check character {wrong}, expected {good[17]}"
-        elif kind == "impossible_date":
-            present = [f for f in spec.date_fields if value(f, row) is not None]
-            name = present[int(rng.integers(len(present)))]
-            year = str(value(name, row))[:4]
-            if spec.date_fields[name] == "month":
-                bad = f"{year}-{('13', '00')[int(rng.integers(2))]}"
-            else:
-                bad = f"{year}-{('02-30', '04-31', '13-01', '00-10')[int(rng.integers(4))]}"
-            set_value(name, row, bad)
-            detail = f"{bad} is not a calendar date"
-        elif kind == "missing_required":
-            name = spec.required[int(rng.integers(len(spec.required)))]
-            set_value(name, row, MISSING)
-            detail = "required field missing"
-        elif kind == "duplicate_key":
-            source = int(clean[int(rng.integers(earlier))])
-            for key in spec.key:
-                set_value(key, row, value(key, source))
-            name = ",".join(spec.key)
-            detail = f"repeats the key of row {source + 1}"
-        elif kind == "wrong_type":
-            name = list(spec.ranges)[int(rng.integers(len(spec.ranges)))]
-            set_value(name, row, f"约{value(name, row)}")
-            detail = "text where a number belongs"
-        elif kind == "out_of_range":
-            name = list(spec.ranges)[int(rng.integers(len(spec.ranges)))]
-            low, high = spec.ranges[name]
-            bad_number = high * 10 + 7 if rng.random() < 0.5 else low - abs(low) - 7
-            if pa.types.is_integer(columns[name].type):
-                bad_number = int(bad_number)
-            set_value(name, row, bad_number)
-            detail = f"{bad_number} outside [{low:g}, {high:g}]"
-        else:
-            damage.lines[row] = kind
-            name = spec.text_field if kind in ("stray_delimiter", "stray_quote") else None
-            detail = {
-                "wrong_encoding": f"row written in {other_encoding(spec.encoding)}",
-                "truncated_row": "row cut short",
-                "stray_delimiter": "unquoted delimiter inside a field",
-                "stray_quote": "unescaped quote inside an unquoted field",
-            }[kind]
-        damage.faults.append(Fault(spec.name, kind, row, name, detail))
+    planter = _Planter(spec, table, rng, damage, clean=np.flatnonzero(plain))
+    for row, planned in zip(rows.tolist(), [kinds[i] for i in order[:count]], strict=True):
+        # A duplicate repeats an earlier clean row's key; the first rows may have none.
+        kind = (
+            "missing_required"
+            if planned == "duplicate_key" and not planter.earlier(row)
+            else planned
+        )
+        planter.plant(kind, row)
     return damage
+
+
+_LINE_DETAIL = {
+    "truncated_row": "row cut short",
+    "stray_delimiter": "unquoted delimiter inside a field",
+    "stray_quote": "unescaped quote inside an unquoted field",
+}
+
+
+class _Planter:
+    """Plants one fault of a kind in a row: each method returns (field, detail)."""
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        table: pa.Table,
+        rng: np.random.Generator,
+        damage: Damage,
+        clean: np.ndarray,
+    ) -> None:
+        self.spec, self.table, self.rng, self.damage, self.clean = spec, table, rng, damage, clean
+
+    def plant(self, kind: str, row: int) -> None:
+        name, detail = getattr(self, kind)(row)
+        self.damage.faults.append(Fault(self.spec.name, kind, row, name, detail))
+
+    def earlier(self, row: int) -> int:
+        """How many clean rows come before `row` (`clean` is sorted)."""
+        return int(np.searchsorted(self.clean, row))
+
+    def _value(self, name: str, row: int) -> object:
+        return self.table.column(name)[row].as_py()
+
+    def _set(self, name: str, row: int, raw: object) -> None:
+        self.damage.values.setdefault(name, {})[row] = raw
+
+    def _one_of(self, names: Sequence[str], row: int | None = None) -> str:
+        present = [n for n in names if row is None or self._value(n, row) is not None]
+        return present[int(self.rng.integers(len(present)))]
+
+    def bad_check_digit(self, row: int) -> tuple[str, str]:
+        name = self._one_of(self.spec.id_fields, row)
+        good = str(self._value(name, row))
+        shift = int(self.rng.integers(1, 11))
+        wrong = CHECK_CHARACTERS[(CHECK_CHARACTERS.index(good[17]) + shift) % 11]
+        self._set(name, row, good[:17] + wrong)
+        return name, f"check character {wrong}, expected {good[17]}"
+
+    def impossible_date(self, row: int) -> tuple[str, str]:
+        name = self._one_of(list(self.spec.date_fields), row)
+        year = str(self._value(name, row))[:4]
+        if self.spec.date_fields[name] == "month":
+            bad = f"{year}-{('13', '00')[int(self.rng.integers(2))]}"
+        else:
+            bad = f"{year}-{('02-30', '04-31', '13-01', '00-10')[int(self.rng.integers(4))]}"
+        self._set(name, row, bad)
+        return name, f"{bad} is not a calendar date"
+
+    def missing_required(self, row: int) -> tuple[str, str]:
+        name = self._one_of(self.spec.required)
+        self._set(name, row, MISSING)
+        return name, "required field missing"
+
+    def duplicate_key(self, row: int) -> tuple[str, str]:
+        source = int(self.clean[int(self.rng.integers(self.earlier(row)))])
+        for key in self.spec.key:
+            self._set(key, row, self._value(key, source))
+        return ",".join(self.spec.key), f"repeats the key of row {source + 1}"
+
+    def wrong_type(self, row: int) -> tuple[str, str]:
+        name = self._one_of(list(self.spec.ranges))
+        self._set(name, row, f"约{self._value(name, row)}")
+        return name, "text where a number belongs"
+
+    def out_of_range(self, row: int) -> tuple[str, str]:
+        name = self._one_of(list(self.spec.ranges))
+        low, high = self.spec.ranges[name]
+        bad: float = high * 10 + 7 if self.rng.random() < 0.5 else low - abs(low) - 7
+        if pa.types.is_integer(self.table.column(name).type):
+            bad = int(bad)
+        self._set(name, row, bad)
+        return name, f"{bad} outside [{low:g}, {high:g}]"
+
+    def wrong_encoding(self, row: int) -> tuple[None, str]:
+        self.damage.lines[row] = "wrong_encoding"
+        return None, f"row written in {other_encoding(self.spec.encoding)}"
+
+    def truncated_row(self, row: int) -> tuple[None, str]:
+        self.damage.lines[row] = "truncated_row"
+        return None, _LINE_DETAIL["truncated_row"]
+
+    def stray_delimiter(self, row: int) -> tuple[str | None, str]:
+        self.damage.lines[row] = "stray_delimiter"
+        return self.spec.text_field, _LINE_DETAIL["stray_delimiter"]
+
+    def stray_quote(self, row: int) -> tuple[str | None, str]:
+        self.damage.lines[row] = "stray_quote"
+        return self.spec.text_field, _LINE_DETAIL["stray_quote"]
 
 
 def other_encoding(encoding: str) -> str:

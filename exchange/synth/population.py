@@ -16,6 +16,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,19 +45,23 @@ class Division:
 
 
 @cache
+def _reference() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(
+        (schemas_dir() / "reference" / "divisions.json").read_text("utf-8")
+    )
+    return data
+
+
 def divisions() -> tuple[Division, ...]:
     """GB/T 2260 divisions of the city and of its residents' birthplaces (a contract file)."""
-    data = json.loads((schemas_dir() / "reference" / "divisions.json").read_text("utf-8"))
     return tuple(
         Division(d["code"], d["name"], d["city"], d["local"], float(d["weight"]))
-        for d in data["divisions"]
+        for d in _reference()["divisions"]
     )
 
 
-@cache
 def city_name() -> str:
-    data = json.loads((schemas_dir() / "reference" / "divisions.json").read_text("utf-8"))
-    return str(data["city"]["name"])
+    return str(_reference()["city"]["name"])
 
 
 def to_days(day: dt.date) -> int:
@@ -81,6 +86,16 @@ def add_years(days: np.ndarray, years: int | np.ndarray) -> np.ndarray:
     day_of_month = d - month.astype("datetime64[D]")
     shifted = ((year + years).astype("datetime64[M]") + month_of_year).astype("datetime64[D]")
     result: np.ndarray = (shifted + day_of_month).astype(np.int64)
+    return result
+
+
+def full_years(birth: np.ndarray, day: np.ndarray | int) -> np.ndarray:
+    """Age in completed years (周岁) on a day, by the calendar."""
+    b = np.asarray(birth).astype("datetime64[D]")
+    d = np.broadcast_to(np.asarray(day), b.shape).astype("datetime64[D]")
+    years = d.astype("datetime64[Y]").astype(np.int64) - b.astype("datetime64[Y]").astype(np.int64)
+    birthday = add_years(birth, years)
+    result: np.ndarray = years - (d.astype(np.int64) < birthday)
     return result
 
 
@@ -110,10 +125,8 @@ class Population:
     prior_partner: np.ndarray  # earlier, divorced partner or -1
     prior_married: np.ndarray  # -1 when none
     prior_divorced: np.ndarray
-    birth_division: np.ndarray  # index into divisions()
     status: np.ndarray  # ACTIVE / MOVED_OUT / DECEASED in the household register
     ids: pa.Array  # current resident ID numbers
-    surname: pa.Array
     name: pa.Array
     ethnicity: pa.Array
     hh_division: np.ndarray  # per household: index into divisions()
@@ -204,7 +217,9 @@ def generate(persons: int, rng: np.random.Generator, today: dt.date) -> Populati
         male = elder_first_male if k == 0 else np.zeros(h, dtype=bool)
         age_gap = np.where(male, rng.uniform(24, 38, h), rng.uniform(21, 35, h))
         slot_exists[:, slot] = n_elders > k
-        slot_birth[:, slot] = head_birth - (age_gap * YEAR).astype(np.int64)
+        # Nobody in the city was born more than 118 years ago (jittered, not piled up).
+        oldest = t - ((118 - rng.uniform(0, 3, h)) * YEAR).astype(np.int64)
+        slot_birth[:, slot] = np.maximum(head_birth - (age_gap * YEAR).astype(np.int64), oldest)
         slot_male[:, slot] = male
         slot_relation[:, slot] = ELDER
 
@@ -279,7 +294,7 @@ def generate(persons: int, rng: np.random.Generator, today: dt.date) -> Populati
     ids, digits = _resident_ids(rng, codes[birth_division], birth, male)
     changed, old_ids, change_date, reason = _id_changes(rng, t, birth, dead, codes, digits)
 
-    surname, name = _names(rng, household, relation, male, index, head_male, households)
+    name = _names(rng, household, relation, male, index, head_male)
     ethnic = np.array(["汉", "壮", "回", "满", "瑶", "土家", "苗", "畲"])
     ethnicity = pa.array(
         ethnic[rng.choice(len(ethnic), n, p=[0.93, 0.025, 0.01, 0.01, 0.008, 0.007, 0.006, 0.004])]
@@ -299,10 +314,8 @@ def generate(persons: int, rng: np.random.Generator, today: dt.date) -> Populati
         prior_partner=prior_partner,
         prior_married=prior_married,
         prior_divorced=prior_divorced,
-        birth_division=birth_division,
         status=status,
         ids=ids,
-        surname=surname,
         name=name,
         ethnicity=ethnicity,
         hh_division=hh_division,
@@ -514,8 +527,7 @@ def _names(
     male: np.ndarray,
     index: np.ndarray,
     head_male: np.ndarray,
-    households: int,
-) -> tuple[pa.Array, pa.Array]:
+) -> pa.Array:
     """Names from Faker's zh_CN lists: children and the head's father carry the family name."""
     n = len(household)
     surnames = list(ZhNames.last_names.keys())
@@ -542,8 +554,7 @@ def _names(
     two_chars = pc.and_(pc.equal(pc.utf8_length(first), 1), pa.array(rng.random(n) < 0.55))
     second = pc.if_else(two_chars, given(n, single), pa.scalar(""))
     surname = pc.take(pa.array(surnames), pa.array(surname_idx))
-    name = pc.binary_join_element_wise(surname, first, second, "")
-    return surname, name
+    return pc.binary_join_element_wise(surname, first, second, "")
 
 
 STREETS = (

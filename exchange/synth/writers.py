@@ -26,12 +26,18 @@ BOM = "\ufeff"
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary sibling to write; it replaces `path` only once complete and on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    yield tmp
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        with tmp.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _with_values(column: pa.ChunkedArray, changes: dict[int, object], as_text: bool) -> pa.Array:
@@ -65,7 +71,6 @@ def _csv_lines(spec: DatasetSpec, table: pa.Table, damage: Damage) -> pa.Array:
     lines = pc.binary_join_element_wise(*cells, ",")
     if not damage.lines:
         return lines
-    text_column = table.column_names.index(spec.text_field) if spec.text_field else 1
     changed = {}
     for row, kind in damage.lines.items():
         line = lines[row].as_py()
@@ -73,6 +78,8 @@ def _csv_lines(spec: DatasetSpec, table: pa.Table, damage: Damage) -> pa.Array:
         if kind == "truncated_row":
             line = ",".join(fields[: max(1, len(fields) // 2)])
         elif kind in ("stray_delimiter", "stray_quote"):
+            # Only planned where the spec names a text field (faults.applicable).
+            text_column = table.column_names.index(str(spec.text_field))
             target = fields[text_column]
             cut = max(1, len(target) // 2)
             fields[text_column] = (
@@ -185,7 +192,7 @@ def write_text(spec: DatasetSpec, table: pa.Table, damage: Damage, root: Path) -
         first_line = 1
     encoding = "utf-8" if spec.encoding == "utf-8-sig" else spec.encoding
     prefix = (BOM if spec.encoding == "utf-8-sig" else "") + header
-    with _atomic(root / spec.path) as tmp:
+    with atomic_path(root / spec.path) as tmp:
         tmp.write_bytes(prefix.encode(encoding) + _encode_lines(spec, lines, damage))
     newlines = pc.count_substring(lines, "\n").to_numpy(zero_copy_only=False)
     extra = np.concatenate([[0], np.cumsum(newlines)[:-1]]) if len(lines) else np.zeros(0, np.int64)
@@ -199,7 +206,7 @@ _SQL_TYPES = {"int64": "INTEGER", "int32": "INTEGER", "double": "REAL"}
 def write_sqlite(specs_tables: list[tuple[DatasetSpec, pa.Table, Damage]], root: Path) -> None:
     """Write several tables into one SQLite database, as a legacy system would hold them."""
     path = root / specs_tables[0][0].path
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         con = sqlite3.connect(tmp)
         try:
             for spec, table, damage in specs_tables:
@@ -227,5 +234,5 @@ def write_parquet(spec: DatasetSpec, table: pa.Table, damage: Damage, root: Path
         name: _with_values(table.column(name), damage.values.get(name, {}), as_text=False)
         for name in table.column_names
     }
-    with _atomic(root / spec.path) as tmp:
+    with atomic_path(root / spec.path) as tmp:
         pq.write_table(pa.table(columns), tmp, compression="zstd", row_group_size=1 << 20)

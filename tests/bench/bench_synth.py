@@ -27,7 +27,7 @@ from typing import Any
 from faker import Faker
 
 from exchange import residentid
-from exchange.synth import generate_city
+from exchange.synth.city import generate_city
 
 
 def machine() -> str:
