@@ -14,6 +14,7 @@ the key of an earlier clean row.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -143,12 +144,32 @@ class _Planter:
         self.spec, self.table, self.rng, self.damage, self.clean = spec, table, rng, damage, clean
 
     def plant(self, kind: str, row: int) -> None:
+        if kind == "wrong_encoding" and not self._undecodable(row):
+            kind = "truncated_row"  # this row would decode cleanly: plant what it can carry
         name, detail = getattr(self, kind)(row)
         self.damage.faults.append(Fault(self.spec.name, kind, row, name, detail))
 
     def earlier(self, row: int) -> int:
         """How many clean rows come before `row` (`clean` is sorted)."""
         return int(np.searchsorted(self.clean, row))
+
+    def _undecodable(self, row: int) -> bool:
+        """Whether the row, written in the other encoding, fails to decode as the file's.
+
+        UTF-8 Chinese text decodes as GB18030 mojibake whenever every run of Chinese
+        characters has an even length, so only rows that really fail are planted.
+        """
+        values = {name: self._value(name, row) for name in self.table.column_names}
+        if self.spec.format == "csv":
+            line = ",".join("" if v is None else str(v) for v in values.values())
+        else:
+            line = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+        raw = (line + self.spec.eol).encode(other_encoding(self.spec.encoding))
+        try:
+            raw.decode(file_encoding(self.spec.encoding))
+        except UnicodeDecodeError:
+            return True
+        return False
 
     def _value(self, name: str, row: int) -> object:
         return self.table.column(name)[row].as_py()
@@ -218,6 +239,11 @@ class _Planter:
     def stray_quote(self, row: int) -> tuple[str | None, str]:
         self.damage.lines[row] = "stray_quote"
         return self.spec.text_field, _LINE_DETAIL["stray_quote"]
+
+
+def file_encoding(encoding: str) -> str:
+    """The codec that decodes a file's records (a UTF-8 BOM is only the file's start)."""
+    return "utf-8" if encoding == "utf-8-sig" else encoding
 
 
 def other_encoding(encoding: str) -> str:
