@@ -1,0 +1,257 @@
+"""CSV sources in any encoding: BOM, CRLF, quoted delimiters and quoted newlines.
+
+Records are found in Python only where a line holds a quote (rare), then the well-formed
+records of a block are parsed by Arrow's C++ CSV reader. A record that does not decode
+or has the wrong number of fields is yielded with its problem, never dropped. Quoting
+follows RFC 4180 as lenient readers do: a quote opens a quoted field only at the start
+of a field; elsewhere it is an ordinary character.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from connectors.base import DEFAULT_BATCH_ROWS, TEXT, batch, mark
+from connectors.errors import SourceUnreadable
+from connectors.text import LineBlock, detect_encoding, read_blocks
+
+
+@dataclass
+class _Scan:
+    """Where a record stands after some of its text: inside a quoted field or not."""
+
+    inside: bool = False
+    at_field_start: bool = True
+    fields: int = 1
+
+
+def _scan(line: str, delimiter: str, state: _Scan) -> _Scan:
+    inside, at_start, fields = state.inside, state.at_field_start, state.fields
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if inside:
+            if ch == '"':
+                if i + 1 < n and line[i + 1] == '"':
+                    i += 1  # an escaped quote
+                else:
+                    inside = False
+        elif ch == delimiter:
+            fields += 1
+            at_start = True
+            i += 1
+            continue
+        elif ch == '"' and at_start:
+            inside = True
+        at_start = False
+        i += 1
+    if inside:
+        at_start = False
+    return _Scan(inside, at_start, fields)
+
+
+class CsvConnector:
+    """A delimited text file with a header line."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        encoding: str = "auto",
+        delimiter: str = ",",
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        block_bytes: int = 16 << 20,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.encoding = encoding
+        self.delimiter = delimiter
+        self.batch_rows = batch_rows
+        self.block_bytes = block_bytes
+
+    def resolved_encoding(self) -> str:
+        if self.encoding != "auto":
+            return self.encoding
+        try:
+            return detect_encoding(self.path)
+        except OSError as problem:
+            raise SourceUnreadable(f"cannot open {self.path}: {problem.strerror}") from problem
+
+    def describe(self) -> str:
+        return f"CSV {self.path.name} ({self.resolved_encoding()})"
+
+    def read(self) -> Iterator[pa.RecordBatch]:
+        encoding = self.resolved_encoding()
+        header: list[str] | None = None
+        pending: list[str] = []  # lines of a record still inside a quoted field
+        next_row = 1
+        for block in read_blocks(self.path, encoding, self.block_bytes):
+            if header is None:
+                header = self._header(block, encoding)
+                if header is None:
+                    continue
+            records, pending = self._records(pending, block)
+            for start in range(0, len(records.text), self.batch_rows):
+                part = records.slice(start, self.batch_rows)
+                yield self._batch(part, header, next_row)
+                next_row += len(part.text)
+        if pending:
+            assert header is not None
+            # The file ended inside a quoted field: one last, malformed record.
+            text = "\n".join(pending)
+            why = "quote: the file ends inside a quoted field"
+            tail = _Records(pa.array([text]), np.array([len(header)]), {0: why}, {0: text})
+            yield self._batch(tail, header, next_row)
+
+    def _header(self, block: LineBlock, encoding: str) -> list[str] | None:
+        skipped = 0
+        while skipped < len(block.lines) and skipped not in block.bad:
+            if str(block.lines[skipped].as_py()).strip():
+                break
+            skipped += 1  # blank lines before the header
+        if skipped == len(block.lines):
+            return None
+        if skipped in block.bad:
+            raise SourceUnreadable(f"{self.path}: the header line is not valid {encoding}")
+        header = next(csv.reader([block.lines[skipped].as_py()], delimiter=self.delimiter))
+        if len(set(header)) != len(header) or not all(header):
+            raise SourceUnreadable(f"{self.path}: the header has empty or repeated names")
+        shift = skipped + 1
+        block.lines = block.lines.slice(shift)
+        block.bad = {i - shift: why for i, why in block.bad.items()}
+        block.raw = {i - shift: text for i, text in block.raw.items()}
+        return header
+
+    def _records(self, pending: list[str], block: LineBlock) -> tuple[_Records, list[str]]:
+        """Group lines into records; returns the records and the lines of an unfinished one."""
+        offset = len(pending)
+        lines = block.lines
+        if pending:
+            lines = pa.concat_arrays([pa.array(pending, pa.string()), lines])
+        bad = {i + offset: why for i, why in block.bad.items()}
+        raw = {i + offset: text for i, text in block.raw.items()}
+        counts = pc.add(pc.count_substring(lines, self.delimiter), 1).to_numpy().copy()
+        keep = np.ones(len(lines), dtype=bool)
+        keep[pc.equal(lines, "").to_numpy(zero_copy_only=False)] = False  # blank: no record
+        keep[list(bad)] = True
+        joined: dict[int, str] = {}
+        leftover: list[str] = []
+        quoted = pc.match_substring(lines, '"').to_numpy(zero_copy_only=False)
+        consumed = -1
+        for first in np.flatnonzero(quoted).tolist():
+            if first <= consumed or first in bad:
+                continue
+            state = _scan(lines[first].as_py(), self.delimiter, _Scan())
+            last = first
+            while state.inside and last + 1 < len(lines) and last + 1 not in bad:
+                last += 1
+                state = _scan(lines[last].as_py(), self.delimiter, _Scan(True, False, state.fields))
+            if state.inside and last + 1 >= len(lines):  # the record goes on in the next block
+                leftover = [lines[i].as_py() for i in range(first, len(lines))]
+                keep[first:] = False
+                break
+            # (A record still open here met an undecodable line: its field count says so.)
+            counts[first] = state.fields
+            if last > first:
+                joined[first] = "\n".join(lines[i].as_py() for i in range(first, last + 1))
+                keep[first + 1 : last + 1] = False
+                consumed = last
+        indices = np.flatnonzero(keep)
+        text = pc.take(lines, pa.array(indices))
+        if joined:
+            mask = np.isin(indices, np.fromiter(joined, dtype=np.int64))
+            values = pa.array([joined[i] for i in indices[mask].tolist()], pa.string())
+            text = pc.replace_with_mask(text, pa.array(mask), values)
+        problems: dict[int, str] = {}
+        raws: dict[int, str] = {}
+        for line, why in bad.items():
+            k = int(np.searchsorted(indices, line))
+            if k < len(indices) and indices[k] == line:  # not left over for the next block
+                problems[k], raws[k] = why, raw[line]
+        return _Records(text, counts[indices], problems, raws), leftover
+
+    def _batch(self, records: _Records, header: list[str], first_row: int) -> pa.RecordBatch:
+        width = len(header)
+        size = len(records.text)
+        problems, raw = dict(records.problems), dict(records.raw)
+        misfit = np.flatnonzero(records.fields != width).tolist()
+        for k in misfit:
+            if k not in problems:
+                problems[k] = f"fields: expected {width}, found {records.fields[k]}"
+                raw[k] = records.text[k].as_py()
+        good = np.ones(size, dtype=bool)
+        good[list(problems)] = False
+        parsed = self._parse(pc.filter(records.text, pa.array(good)), header)
+        where = np.cumsum(good) - 1
+        index = pa.array(where, mask=~good)
+        fields = [mark(pa.field(name, pa.string()), TEXT) for name in header]
+        columns = [pc.take(parsed.column(name), index).combine_chunks() for name in header]
+        rows = pa.array(np.arange(first_row, first_row + size), pa.int64())
+        return batch(rows, _sparse(problems, size), _sparse(raw, size), fields, columns)
+
+    def _parse(self, records: pa.Array, header: list[str]) -> pa.Table:
+        if len(records) == 0:
+            return pa.table({name: pa.array([], pa.string()) for name in header})
+        table = pacsv.read_csv(
+            pa.BufferReader(_joined(records)),
+            read_options=pacsv.ReadOptions(column_names=header, block_size=1 << 26),
+            parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+        if table.num_rows != len(records):  # our record boundaries and Arrow's must agree
+            raise SourceUnreadable(f"{self.path}: CSV structure could not be parsed consistently")
+        return table
+
+
+def _joined(records: pa.Array) -> pa.Buffer:
+    """The records as one UTF-8 buffer, a line each, without a round trip through Python."""
+    values = pa.concat_arrays([records.cast(pa.large_string())])
+    lists = pa.LargeListArray.from_arrays(pa.array([0, len(values)], pa.int64()), values)
+    text = pc.binary_join(lists, pa.scalar("\n", pa.large_string()))
+    body = text.buffers()[2]
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[:2]
+    return pa.py_buffer(body[int(offsets[0]) : int(offsets[1])].to_pybytes() + b"\n")
+
+
+def _sparse(values: dict[int, str], size: int) -> pa.Array:
+    if not values:
+        return pa.nulls(size, pa.string())
+    dense: list[str | None] = [None] * size
+    for k, v in values.items():
+        dense[k] = v
+    return pa.array(dense, pa.string())
+
+
+@dataclass
+class _Records:
+    text: pa.Array
+    fields: np.ndarray
+    problems: dict[int, str]  # record index -> why it could not be read
+    raw: dict[int, str]
+
+    def slice(self, start: int, length: int) -> _Records:
+        end = min(start + length, len(self.text))
+
+        def part(d: dict[int, str]) -> dict[int, str]:
+            return {k - start: v for k, v in d.items() if start <= k < end}
+
+        return _Records(
+            self.text.slice(start, end - start),
+            self.fields[start:end],
+            part(self.problems),
+            part(self.raw),
+        )
