@@ -71,7 +71,8 @@ def check_characters(digits: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _calendar_ok(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+def calendar_ok(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Vectorised: whether (year, month, day) is a date of the proleptic Gregorian calendar."""
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     month_len = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
     safe_month = np.clip(month, 0, 12)
@@ -97,7 +98,7 @@ def _valid_chunk(ids: pa.Array) -> pa.Array:
         year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
         month = digits[:, 10] * 10 + digits[:, 11]
         day = digits[:, 12] * 10 + digits[:, 13]
-        ok = _calendar_ok(year, month, day) & (check_characters(digits) == codes[:, 17])
+        ok = calendar_ok(year, month, day) & (check_characters(digits) == codes[:, 17])
         verdict[positions] = ok
     return pa.array(verdict, mask=ids.is_null().to_numpy(zero_copy_only=False))
 
