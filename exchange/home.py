@@ -61,6 +61,16 @@ class Home:
         return self.keys_dir / "exchange-log.pem"
 
     @property
+    def department_keys(self) -> Path:
+        """Departments' signing keys, for departments whose steward works on this machine."""
+        return self.keys_dir / "departments"
+
+    @property
+    def packages(self) -> Path:
+        """Every ingested publication package, kept for audit and re-verification."""
+        return self.root / "packages"
+
+    @property
     def subject_key(self) -> Path:
         """The HMAC key that turns citizens into ledger tags."""
         return self.keys_dir / "ledger-subject.key"
@@ -110,7 +120,9 @@ class Home:
         }
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
+    """Create a file readable by its owner only; never overwrite one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, 0o600)  # whatever the umask says
@@ -122,7 +134,14 @@ def _write_secret(path: Path, data: bytes) -> None:
 
 # What a home holds; a half-made home (init killed midway) may be finished, but init
 # never takes over a folder holding anything else.
-_HOME_ENTRIES = {"keys", "ledger", "exchange.duckdb", "exchange.duckdb.wal", "onceonly.json.tmp"}
+_HOME_ENTRIES = {
+    "keys",
+    "ledger",
+    "packages",
+    "exchange.duckdb",
+    "exchange.duckdb.wal",
+    "onceonly.json.tmp",
+}
 
 
 def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
@@ -149,20 +168,13 @@ def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
         serialization.NoEncryption(),
     )
     if not home.log_key.exists():
-        _write_secret(home.log_key, log_key)
+        write_secret(home.log_key, log_key)
     if not home.subject_key.exists():
-        _write_secret(home.subject_key, secrets.token_bytes(32))
+        write_secret(home.subject_key, secrets.token_bytes(32))
 
-    import duckdb  # imported here: `onceonly --help` should not pay for it
+    from exchange.store import ExchangeStore  # DuckDB: `onceonly --help` need not load it
 
-    with duckdb.connect(str(home.exchange_db)) as con:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS onceonly_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
-        )
-        con.execute(
-            "INSERT OR REPLACE INTO onceonly_meta VALUES ('format_version', ?), ('created_at', ?)",
-            [str(FORMAT_VERSION), stamp],
-        )
+    ExchangeStore(home.exchange_db).close()
     home.exchange_db.chmod(0o600)
     # The config file is written last: its presence is what marks a complete home.
     config = {"format_version": FORMAT_VERSION, "created_at": stamp}

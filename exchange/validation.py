@@ -554,6 +554,11 @@ class BatchValidator:
         accepted = self._typed(rows, views, keep)
         return Validated(accepted, violation_table, n, int(bad.sum()))
 
+    def empty(self) -> pa.Table:
+        """An accepted table with no rows: the shape of every accepted table."""
+        nothing = np.zeros(0, dtype=np.int64)
+        return self._typed(nothing, {}, nothing)
+
     def _typed(self, rows: np.ndarray, views: dict[str, Values], keep: np.ndarray) -> pa.Table:
         columns: dict[str, pa.Array] = {ROW: pa.array(rows[keep], pa.int64())}
         for name, rule in self.rules.items():

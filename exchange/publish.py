@@ -1,0 +1,169 @@
+"""Publishing: a department source becomes a signed package, then a publication.
+
+`ingest` is the exchange's side: it trusts nothing in the package. It checks the signature
+against the department's registered key and every file's hash, that the dataset and schema
+version are registered to that department, runs the dataset's quality gate against the
+previous publication, and only then makes the publication current, atomically.
+Re-ingesting data identical to the current publication changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors import SourceConfig
+from exchange import registry
+from exchange.errors import ExchangeError
+from exchange.home import Home
+from exchange.keys import load_private_key
+from exchange.package import DATA, Package, Progress, build_package, verify_package
+from exchange.quality import require_quality
+from exchange.store import ExchangeStore, dataset_view, db_time, publication_table, scalar
+
+
+class PublicationRefused(ExchangeError):
+    """The exchange refuses a package (unregistered dataset or version, wrong owner)."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    id: int
+    dataset: str
+    version: str
+    rows: dict[str, int]
+    unchanged: bool  # identical to the current publication: nothing was done
+    package: Path
+    quality: dict[str, Any]
+
+
+def ingest(
+    store: ExchangeStore,
+    home: Home,
+    package_path: Path,
+    *,
+    now: dt.datetime | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> Publication:
+    """Verify a package and make it the dataset's current publication."""
+    from exchange.package import open_package
+
+    claimed = open_package(package_path).manifest
+    department = str(claimed.get("department"))
+    package = verify_package(package_path, registry.department_key(store, department))
+    manifest = package.manifest
+    dataset, version = str(manifest["dataset"]), str(manifest["schema_version"])
+    owner = store.one("SELECT department FROM datasets WHERE name = ?", [dataset])
+    if owner is None:
+        raise PublicationRefused(
+            f"{dataset} is not a registered dataset (onceonly dataset register)"
+        )
+    if owner["department"] != department:
+        raise PublicationRefused(f"{dataset} belongs to {owner['department']}, not {department}")
+    if not store.one(
+        "SELECT 1 AS ok FROM schema_versions WHERE dataset = ? AND version = ?", [dataset, version]
+    ):
+        raise PublicationRefused(f"{dataset} schema {version} is not registered")
+    data_sha256 = str(manifest["files"][DATA]["sha256"])
+    current = store.one("SELECT * FROM current_publications WHERE dataset = ?", [dataset])
+    if current and current["data_sha256"] == data_sha256 and current["version"] == version:
+        return _publication(current, unchanged=True)
+
+    import pyarrow.parquet as pq
+
+    previous_rows = int(current["rows_accepted"]) if current else None
+    quality = require_quality(
+        dataset, pq.read_table(package.path / DATA), previous_rows=previous_rows
+    )
+
+    # Keep the package as it was verified: audits re-verify and re-derive from it.
+    kept = home.packages / dataset / package.path.name
+    if kept.resolve() != package.path.resolve():
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(package.path, kept)
+    published_at = db_time(now)
+    with store.transaction() as con:
+        new_id = int(scalar(con, "SELECT coalesce(max(id), 0) + 1 FROM publications"))
+        table = publication_table(new_id)
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(kept / DATA)])
+        con.execute(
+            "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                new_id,
+                dataset,
+                version,
+                department,
+                _manifest_digest(package),
+                data_sha256,
+                manifest["rows"]["read"],
+                manifest["rows"]["accepted"],
+                manifest["rows"]["quarantined"],
+                manifest["source"],
+                db_time(dt.datetime.fromisoformat(manifest["created_at"])),
+                published_at,
+                str(kept),
+                json.dumps(quality.results, ensure_ascii=False),
+            ],
+        )
+        con.execute(f"CREATE OR REPLACE VIEW {dataset_view(dataset)} AS SELECT * FROM {table}")
+        if before_commit is not None:
+            before_commit()  # a test's window onto an ingest that has not committed
+    row = store.one("SELECT * FROM publications WHERE id = ?", [new_id])
+    assert row is not None
+    return _publication(row, unchanged=False)
+
+
+def _manifest_digest(package: Package) -> str:
+    import hashlib
+
+    from exchange.package import canonical
+
+    return hashlib.sha256(canonical(package.manifest)).hexdigest()
+
+
+def _publication(row: dict[str, Any], *, unchanged: bool) -> Publication:
+    return Publication(
+        id=int(row["id"]),
+        dataset=str(row["dataset"]),
+        version=str(row["version"]),
+        rows={
+            "read": int(row["rows_read"]),
+            "accepted": int(row["rows_accepted"]),
+            "quarantined": int(row["rows_quarantined"]),
+        },
+        unchanged=unchanged,
+        package=Path(row["package_dir"]),
+        quality=json.loads(row["quality_json"]),
+    )
+
+
+def department_signer(home: Home, department: str) -> Any:
+    """The department's signing key, where its steward keeps it on this machine."""
+    path = home.department_keys / f"{department}.pem"
+    if not path.is_file():
+        raise PublicationRefused(
+            f"no signing key for {department} at {path}: a package must be signed by its department"
+        )
+    return load_private_key(path)
+
+
+def publish(
+    store: ExchangeStore,
+    home: Home,
+    source: SourceConfig,
+    *,
+    city: Path | None = None,
+    now: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> tuple[Package, Publication]:
+    """The steward's whole path: build and sign the package, then ingest it."""
+    signer = department_signer(home, source.department)
+    package = build_package(
+        source, home.root / "outbox", signer, city=city, now=now, progress=progress
+    )
+    return package, ingest(store, home, package.path, now=now)
