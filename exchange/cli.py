@@ -14,9 +14,11 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from connectors.errors import ConnectorError
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, InvalidArgument
 from exchange.home import HOME_ENV, Home, init_home
 from exchange.synth import DEFAULT_TODAY
 from ledger.errors import LedgerError
@@ -138,7 +140,6 @@ def synth(
     as_json: JsonOption = False,
 ) -> None:
     """Generate the synthetic city: every department's sources in its native format."""
-    from exchange.errors import InvalidArgument
     from exchange.synth.city import generate_city
 
     try:
@@ -168,6 +169,296 @@ def synth(
         out.print(f"Planted faults ({sum(summary.faults_by_kind.values()):,}): {kinds}")
         out.print(f"Ground truth: {escape(str(out_dir / 'faults.jsonl'))}")
     out.print(f"Wrote {escape(str(out_dir))} in {seconds:.1f} s.")
+
+
+# ---- the steward path ---------------------------------------------------------------------
+
+dept_app = typer.Typer(help="Departments and their signing keys.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Datasets and their schema versions.", no_args_is_help=True)
+schema_app = typer.Typer(help="Schema compatibility checks.", no_args_is_help=True)
+quarantine_app = typer.Typer(
+    help="Rows a publication quarantined, with reasons.", no_args_is_help=True
+)
+app.add_typer(dept_app, name="dept")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(schema_app, name="schema")
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@contextmanager
+def _store() -> Iterator[Any]:
+    from exchange.store import ExchangeStore
+
+    home = _home().require()
+    store = ExchangeStore(home.exchange_db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        numeric = bool(rows) and isinstance(rows[0].get(column), int | float)
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append(
+                "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+            )
+        table.add_row(*(escape(c) for c in cells))
+    return table
+
+
+@dept_app.command("add")
+def dept_add(
+    code: Annotated[str, typer.Argument(help="Department code, e.g. public_security.")],
+    name: Annotated[str, typer.Option("--name", help="The department's name, e.g. 公安.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The department's Ed25519 public key (PEM or base64). "
+            "Without it, a key pair is made and its private half kept in the home.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a department and the key that must sign its publications."""
+    from exchange import registry
+    from exchange.keys import generate_key, load_public_key, raw_public
+
+    with _store() as store:
+        home = _home()
+        if public_key is None:
+            raw = raw_public(generate_key(home.department_keys / f"{code}.pem"))
+        else:
+            raw = load_public_key(public_key)
+        added = registry.add_department(store, code, name, raw)
+    if as_json:
+        _emit_json(added)
+    else:
+        out.print(f"registered department {escape(code)} ({escape(name)}), key {added['key_id']}")
+
+
+@dept_app.command("list")
+def dept_list(as_json: JsonOption = False) -> None:
+    """List registered departments."""
+    from exchange import registry
+
+    with _store() as store:
+        rows = registry.departments(store)
+    if as_json:
+        _emit_json(rows)
+    else:
+        out.print(_table("Departments", rows, ["code", "name", "key_id", "registered_at"]))
+
+
+@dataset_app.command("register")
+def dataset_register(
+    schema: Annotated[
+        Path, typer.Argument(help="A contract file, schemas/datasets/<dataset>/<version>.json.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Register a dataset, or its next schema version (checked for compatibility first)."""
+    from exchange import registry
+    from exchange.contracts import load_contract_file
+
+    contract = load_contract_file(schema)
+    with _store() as store:
+        done = registry.register_schema(store, contract)
+    if as_json:
+        _emit_json(
+            {
+                "dataset": done.dataset,
+                "version": done.version,
+                "created": done.created_dataset,
+                "unchanged": done.unchanged,
+            }
+        )
+        return
+    what = "already registered" if done.unchanged else "registered"
+    out.print(f"{what}: {escape(done.dataset)} {escape(done.version)}")
+
+
+@dataset_app.command("list")
+def dataset_list(as_json: JsonOption = False) -> None:
+    """List datasets with their latest schema and current publication."""
+    from exchange import registry
+
+    with _store() as store:
+        rows = registry.datasets(store)
+    if as_json:
+        _emit_json(rows)
+        return
+    columns = ["dataset", "department", "latest_version", "publication", "rows", "quarantined"]
+    out.print(_table("Datasets", rows, columns))
+
+
+@dataset_app.command("show")
+def dataset_show(
+    name: Annotated[str, typer.Argument(help="The dataset.")], as_json: JsonOption = False
+) -> None:
+    """Show a dataset's schema versions and publications."""
+    from exchange import registry
+
+    with _store() as store:
+        detail = registry.dataset_detail(store, name)
+    if as_json:
+        _emit_json(detail)
+        return
+    out.print(
+        f"{escape(name)}: owned by {detail['department']}, compatibility {detail['compatibility']}"
+    )
+    out.print(_table("Schema versions", detail["versions"], ["version", "sha256", "registered_at"]))
+    columns = ["id", "version", "rows_read", "rows_accepted", "rows_quarantined", "published_at"]
+    out.print(_table("Publications", detail["publications"], columns))
+
+
+@schema_app.command("check")
+def schema_check(
+    new: Annotated[Path, typer.Argument(help="The proposed contract file.")],
+    against: Annotated[
+        str, typer.Option("--against", help="The registered dataset to check against.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Check a proposed schema version against a dataset's registered versions."""
+    from exchange import registry
+    from exchange.compat import IncompatibleSchema
+    from exchange.contracts import load_contract_file
+
+    contract = load_contract_file(new)
+    if contract.dataset != against:
+        raise InvalidArgument(f"{new} is a contract for {contract.dataset}, not {against}")
+    with _store() as store:
+        report = registry.check_schema(store, contract)
+    if as_json:
+        _emit_json(report.to_dict())
+    elif report.compatible:
+        out.print(
+            f"compatible: {escape(contract.dataset)} {escape(contract.version)} ({report.mode})"
+        )
+    if not report.compatible:
+        raise IncompatibleSchema(report)
+
+
+@app.command()
+def publish(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Source configuration files (connectors/sources/*.toml).")
+    ],
+    city: Annotated[
+        Path | None,
+        typer.Option("--city", help="Where the departments' exports are ({city} in configs)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Read, validate, sign and publish department sources into the exchange."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from connectors import load_source
+    from exchange.publish import publish as publish_source
+
+    configs = [load_source(path) for path in sources]
+    results = []
+    columns = (
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows"),
+        TextColumn("{task.fields[speed]:>10,.0f} rows/s"),
+        TimeElapsedColumn(),
+    )
+    with _store() as store, Progress(*columns, console=err, disable=as_json) as bar:
+        for config in configs:
+            task = bar.add_task(config.dataset, total=None, rows=0, speed=0.0)
+            started = time.perf_counter()
+
+            def report(rows: int, task: Any = task, started: float = started) -> None:
+                speed = rows / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, rows=rows, speed=speed)
+
+            package, published = publish_source(store, _home(), config, city=city, progress=report)
+            bar.update(task, total=1, completed=1)
+            results.append((package, published, time.perf_counter() - started))
+    summary = [
+        {
+            "dataset": package.dataset,
+            "publication": pub.id,
+            "read": pub.rows["read"],
+            "accepted": pub.rows["accepted"],
+            "quarantined": pub.rows["quarantined"],
+            "unchanged": pub.unchanged,
+            "seconds": round(seconds, 2),
+            "reasons": package.manifest["violations"],
+            "quarantine": str(pub.package / "quarantine.parquet"),
+        }
+        for package, pub, seconds in results
+    ]
+    if as_json:
+        _emit_json(summary)
+        return
+    table = Table(title="Publications")
+    for column in ("dataset", "pub", "read", "accepted", "quarantined", "reasons"):
+        table.add_column(
+            column,
+            justify="right" if column in ("pub", "read", "accepted", "quarantined") else "left",
+        )
+    for row in summary:
+        reasons = ", ".join(f"{k} {v}" for k, v in dict(row["reasons"]).items()) or "-"
+        pub = f"{row['publication']}" + (" (unchanged)" if row["unchanged"] else "")
+        table.add_row(
+            str(row["dataset"]),
+            pub,
+            f"{row['read']:,}",
+            f"{row['accepted']:,}",
+            f"{row['quarantined']:,}",
+            escape(reasons),
+        )
+    out.print(table)
+    out.print("Quarantined rows, with reasons: onceonly quarantine show <publication>")
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    publication: Annotated[int, typer.Argument(help="The publication id (onceonly dataset show).")],
+    limit: Annotated[int, typer.Option("--limit", help="How many rows to list.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the rows a publication quarantined: source row, field, rule and reason."""
+    import pyarrow.parquet as pq
+
+    from exchange.package import QUARANTINE
+
+    with _store() as store:
+        found = store.one("SELECT * FROM publications WHERE id = ?", [publication])
+    if found is None:
+        raise InvalidArgument(f"no publication {publication}")
+    table = pq.read_table(Path(found["package_dir"]) / QUARANTINE)
+    counts = table.group_by("keyword").aggregate([("row", "count_distinct")]).to_pylist()
+    by_reason = {str(c["keyword"]): int(c["row_count_distinct"]) for c in counts}
+    rows = table.slice(0, limit).to_pylist()
+    if as_json:
+        _emit_json(
+            {
+                "publication": publication,
+                "dataset": found["dataset"],
+                "rows_quarantined": found["rows_quarantined"],
+                "rows_by_reason": by_reason,
+                "violations": rows,
+            }
+        )
+        return
+    out.print(
+        f"publication {publication} ({escape(found['dataset'])}): "
+        f"{found['rows_quarantined']:,} of {found['rows_read']:,} rows quarantined"
+    )
+    out.print("by rule: " + escape(", ".join(f"{k} {v:,}" for k, v in sorted(by_reason.items()))))
+    out.print(_table(f"First {len(rows)} violations", rows, ["row", "field", "keyword", "message"]))
 
 
 def main(argv: list[str] | None = None) -> int:
