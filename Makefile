@@ -31,8 +31,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 setup: $(VENV)/.synced
 
 demo: setup
-	@$(BIN)/onceonly status >/dev/null 2>&1 || $(BIN)/onceonly init
-	$(BIN)/onceonly synth --persons $(DEMO_PERSONS) --seed 7 --dirty-rate 0.01 --out $(DEMO_CITY)
+	$(BIN)/onceonly demo --city $(DEMO_CITY) --persons $(DEMO_PERSONS)
 
 test: setup
 	$(BIN)/python -m pytest

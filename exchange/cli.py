@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +347,65 @@ def schema_check(
         raise IncompatibleSchema(report)
 
 
+def _progress(as_json: bool) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows"),
+        TextColumn("{task.fields[speed]:>10,.0f} rows/s"),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=err, disable=as_json)
+
+
+def _tracker(bar: Any, dataset: str) -> Callable[[int], None]:
+    """A progress callback showing rows read and rows per second for one dataset."""
+    task = bar.add_task(dataset, total=None, rows=0, speed=0.0)
+    started = time.perf_counter()
+
+    def report(rows: int) -> None:
+        bar.update(task, rows=rows, speed=rows / max(time.perf_counter() - started, 1e-9))
+
+    return report
+
+
+def _publication_rows(results: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "dataset": package.dataset,
+            "publication": publication.id,
+            "read": publication.rows["read"],
+            "accepted": publication.rows["accepted"],
+            "quarantined": publication.rows["quarantined"],
+            "unchanged": publication.unchanged,
+            "reasons": package.manifest["violations"],
+            "quarantine": str(publication.package / "quarantine.parquet"),
+        }
+        for package, publication in results
+    ]
+
+
+def _print_publications(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Publications")
+    numeric = ("pub", "read", "accepted", "quarantined")
+    for column in ("dataset", *numeric, "reasons"):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for row in rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in dict(row["reasons"]).items()) or "-"
+        pub = f"{row['publication']}" + (" (unchanged)" if row["unchanged"] else "")
+        counts = (f"{row[c]:,}" for c in ("read", "accepted", "quarantined"))
+        table.add_row(str(row["dataset"]), pub, *counts, escape(reasons))
+    out.print(table)
+    read = sum(int(r["read"]) for r in rows)
+    kept = sum(int(r["accepted"]) for r in rows)
+    out.print(
+        f"{read:,} rows read = {kept:,} accepted + {read - kept:,} quarantined. "
+        "Reasons per row: onceonly quarantine show <publication>"
+    )
+
+
 @app.command()
 def publish(
     sources: Annotated[
@@ -359,68 +418,60 @@ def publish(
     as_json: JsonOption = False,
 ) -> None:
     """Read, validate, sign and publish department sources into the exchange."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from connectors import load_source
     from exchange.publish import publish as publish_source
 
     configs = [load_source(path) for path in sources]
     results = []
-    columns = (
-        TextColumn("{task.description:<20}"),
-        BarColumn(),
-        TextColumn("{task.fields[rows]:>12,} rows"),
-        TextColumn("{task.fields[speed]:>10,.0f} rows/s"),
-        TimeElapsedColumn(),
-    )
-    with _store() as store, Progress(*columns, console=err, disable=as_json) as bar:
+    with _store() as store, _progress(as_json) as bar:
         for config in configs:
-            task = bar.add_task(config.dataset, total=None, rows=0, speed=0.0)
-            started = time.perf_counter()
-
-            def report(rows: int, task: Any = task, started: float = started) -> None:
-                speed = rows / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, rows=rows, speed=speed)
-
-            package, published = publish_source(store, _home(), config, city=city, progress=report)
-            bar.update(task, total=1, completed=1)
-            results.append((package, published, time.perf_counter() - started))
-    summary = [
-        {
-            "dataset": package.dataset,
-            "publication": pub.id,
-            "read": pub.rows["read"],
-            "accepted": pub.rows["accepted"],
-            "quarantined": pub.rows["quarantined"],
-            "unchanged": pub.unchanged,
-            "seconds": round(seconds, 2),
-            "reasons": package.manifest["violations"],
-            "quarantine": str(pub.package / "quarantine.parquet"),
-        }
-        for package, pub, seconds in results
-    ]
+            track = _tracker(bar, config.dataset)
+            results.append(publish_source(store, _home(), config, city=city, progress=track))
+    rows = _publication_rows(results)
     if as_json:
-        _emit_json(summary)
+        _emit_json(rows)
+    else:
+        _print_publications(rows)
+
+
+@app.command()
+def demo(
+    city: Annotated[Path, typer.Option("--city", help="Folder for the synthetic city.")] = Path(
+        "city"
+    ),
+    persons: Annotated[int, typer.Option("--persons", help="People in the city.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="The city's random seed.")] = 7,
+    dirty_rate: Annotated[
+        float, typer.Option("--dirty-rate", help="Share of rows given a known fault.")
+    ] = 0.01,
+    as_json: JsonOption = False,
+) -> None:
+    """The main job: a synthetic city's departments publish into the local exchange."""
+    from exchange.demo import run
+
+    home = _home()
+    with _progress(as_json) as bar:
+        result = run(
+            home,
+            city,
+            persons=persons,
+            seed=seed,
+            dirty_rate=dirty_rate,
+            on_publication=lambda dataset: _tracker(bar, dataset),
+        )
+    rows = _publication_rows(result.publications)
+    if as_json:
+        _emit_json({"city": result.city.to_dict(), "publications": rows})
         return
-    table = Table(title="Publications")
-    for column in ("dataset", "pub", "read", "accepted", "quarantined", "reasons"):
-        table.add_column(
-            column,
-            justify="right" if column in ("pub", "read", "accepted", "quarantined") else "left",
-        )
-    for row in summary:
-        reasons = ", ".join(f"{k} {v}" for k, v in dict(row["reasons"]).items()) or "-"
-        pub = f"{row['publication']}" + (" (unchanged)" if row["unchanged"] else "")
-        table.add_row(
-            str(row["dataset"]),
-            pub,
-            f"{row['read']:,}",
-            f"{row['accepted']:,}",
-            f"{row['quarantined']:,}",
-            escape(reasons),
-        )
-    out.print(table)
-    out.print("Quarantined rows, with reasons: onceonly quarantine show <publication>")
+    summary = result.city
+    planted = sum(summary.faults_by_kind.values())
+    out.print(
+        f"Synthetic city in {escape(str(city))}: {summary.persons:,} people in "
+        f"{summary.households:,} households, {planted:,} planted faults "
+        f"(ground truth: {escape(str(city / 'faults.jsonl'))})."
+    )
+    out.print(f"Exchange home: {escape(str(home.root))}")
+    _print_publications(rows)
 
 
 @quarantine_app.command("show")

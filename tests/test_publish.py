@@ -160,7 +160,7 @@ def test_an_altered_package_is_refused(published: dict[str, Any], tmp_path: Path
     package, _ = published["results"]["deaths"]
     data = _copy(package.path, tmp_path / "data")
     (data / DATA).write_bytes((data / DATA).read_bytes()[:-12] + b"\x00" * 12)
-    with pytest.raises(PackageInvalid, match="data.parquet has been altered"):
+    with pytest.raises(PackageInvalid, match=r"data\.parquet has been altered"):
         ingest(store, home, data)
     counts = _copy(package.path, tmp_path / "counts")
     manifest = json.loads((counts / MANIFEST).read_text())
