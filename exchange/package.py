@@ -1,14 +1,16 @@
 """Publication packages: what a department sends the exchange, signed.
 
 A package is a folder:
-- `data.parquet`: the accepted rows, typed by the contract;
+- `data.parquet`: the accepted rows, typed by the contract, each with its source position
+  `_row`;
 - `quarantine.parquet`: every rejected row's violations (row, field, keyword, message, raw);
 - `manifest.json`: dataset, schema version and hash, department, time, source, the row
   counts (read = accepted + quarantined, always) and each file's SHA-256 and size;
 - `manifest.sig`: the department's Ed25519 signature over the manifest's canonical bytes.
 
-Building streams the source through the validator in bounded memory; duplicate keys are
-found afterwards by DuckDB over the staged rows (the first occurrence wins).
+Building streams the source through the validator in bounded memory, reading in a thread
+of its own; duplicate keys are found afterwards over the accepted rows' keys alone (the
+first occurrence wins).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 from typing import Any
 
-import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -32,7 +37,7 @@ from connectors import ROW, SourceConfig
 from exchange import keys
 from exchange.contracts import Contract, load_contract
 from exchange.errors import ExchangeError
-from exchange.store import quote, scalar, utc
+from exchange.store import utc
 from exchange.validation import VIOLATIONS, BatchValidator
 
 FORMAT = "onceonly-package/1"
@@ -110,10 +115,10 @@ def build_package(
     work = out_dir / f".building-{uuid.uuid4().hex}"
     work.mkdir()
     try:
-        read = _stream(connector.read(), BatchValidator(contract), work, progress)
-        rows = _finish(contract, work)
-        if rows["read"] != read or rows["read"] != rows["accepted"] + rows["quarantined"]:
-            raise NothingLost(f"{source.dataset}: read {read}, but counted {rows}")
+        staged = _stream(connector.read(), BatchValidator(contract), work, progress)
+        rows = _finish(contract, work, staged)
+        if rows["read"] != rows["accepted"] + rows["quarantined"]:
+            raise NothingLost(f"{source.dataset}: counted {rows}")
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "dataset": contract.dataset,
@@ -145,84 +150,111 @@ def build_package(
     return Package(final, manifest)
 
 
-def _stream(batches: Any, validator: BatchValidator, work: Path, progress: Progress | None) -> int:
-    read = 0
-    data_writer: pq.ParquetWriter | None = None
-    with pq.ParquetWriter(work / "violations.parquet", VIOLATIONS, compression="zstd") as problems:
-        for part in batches:
-            result = validator.validate(part)
-            if data_writer is None:
-                data_writer = pq.ParquetWriter(
-                    work / "staged.parquet", result.accepted.schema, compression="zstd"
-                )
-            data_writer.write_table(result.accepted)
-            problems.write_table(result.violations)
-            read += result.rows_read
-            if progress:
-                progress(read)
-        if data_writer is None:  # an empty source
-            empty = validator.empty()
-            data_writer = pq.ParquetWriter(
-                work / "staged.parquet", empty.schema, compression="zstd"
-            )
-            data_writer.write_table(empty)
-        data_writer.close()
-    return read
+@dataclass
+class _Staged:
+    """What streaming left behind: counts, and every accepted row's key with its `_row`."""
+
+    read: int = 0
+    rejected: int = 0
+    keys: list[pa.Table] = field(default_factory=list)
 
 
-def _finish(contract: Contract, work: Path) -> dict[str, int]:
-    """De-duplicate keys, write data.parquet and quarantine.parquet; return the counts."""
-    staged, violations = str(work / "staged.parquet"), str(work / "violations.parquet")
-    key = ", ".join(quote(k) for k in contract.key)
-    columns = ", ".join(quote(c) for c in contract.properties)
-    con = duckdb.connect()
+def _produce(batches: Iterator[pa.RecordBatch], queue: Queue[Any]) -> None:
+    """Read the source in a thread of its own: decoding holds the GIL, Arrow work does not."""
     try:
-        con.execute(f"SET temp_directory = '{work / 'spill'}'")
-        con.execute("SET memory_limit = '1GB'")
-        con.execute("SET preserve_insertion_order = true")
-        con.execute(
-            f"""
-            CREATE TEMP TABLE duplicates AS
-            SELECT {quote(ROW)} AS row, first AS first_row FROM (
-                SELECT {quote(ROW)}, min({quote(ROW)}) OVER (PARTITION BY {key}) AS first
-                FROM read_parquet(?)
-            ) WHERE {quote(ROW)} <> first
-            """,
-            [staged],
-        )
-        con.execute(
-            f"""
-            COPY (SELECT {columns} FROM read_parquet(?)
-                  WHERE {quote(ROW)} NOT IN (SELECT row FROM duplicates))
-            TO '{work / DATA}' (FORMAT parquet, COMPRESSION zstd)
-            """,
-            [staged],
-        )
-        con.execute(
-            f"""
-            COPY (
-                SELECT row, field, keyword, message, raw FROM read_parquet(?)
-                UNION ALL
-                SELECT row, ?, 'unique', 'repeats the key of row ' || first_row, NULL
-                FROM duplicates
-                ORDER BY row, keyword, field
-            ) TO '{work / QUARANTINE}' (FORMAT parquet, COMPRESSION zstd)
-            """,
-            [violations, ",".join(contract.key)],
-        )
-        distinct_rows = "SELECT count(DISTINCT row) FROM read_parquet(?)"
-        rows_in = "SELECT count(*) FROM read_parquet(?)"
-        rejected = int(scalar(con, distinct_rows, [str(work / QUARANTINE)]))
-        accepted = int(scalar(con, rows_in, [str(work / DATA)]))
-        # Rows read: those that passed the row checks plus those that did not (disjoint).
-        passed, failed = scalar(con, rows_in, [staged]), scalar(con, distinct_rows, [violations])
-        rows_read = int(passed) + int(failed)
-    finally:
-        con.close()
-    for scratch in ("staged.parquet", "violations.parquet"):
-        (work / scratch).unlink(missing_ok=True)
-    shutil.rmtree(work / "spill", ignore_errors=True)
-    return {"read": rows_read, "accepted": accepted, "quarantined": rejected}
+        for part in batches:
+            queue.put(part)
+    except BaseException as problem:  # handed to the consumer, raised there
+        queue.put(problem)
+    queue.put(None)
+
+
+def _stream(
+    batches: Iterator[pa.RecordBatch],
+    validator: BatchValidator,
+    work: Path,
+    progress: Progress | None,
+) -> _Staged:
+    staged = _Staged()
+    key = [ROW, *validator.contract.key]
+    queue: Queue[Any] = Queue(maxsize=2)  # bounded: memory stays a few batches deep
+    reader = threading.Thread(target=_produce, args=(batches, queue), daemon=True)
+    reader.start()
+    accepted_schema = validator.empty().schema
+    with (
+        pq.ParquetWriter(work / DATA, accepted_schema, compression="zstd") as data,
+        pq.ParquetWriter(work / "violations.parquet", VIOLATIONS, compression="zstd") as problems,
+    ):
+        while (part := queue.get()) is not None:
+            if isinstance(part, BaseException):
+                raise part
+            result = validator.validate(part)
+            data.write_table(result.accepted)
+            problems.write_table(result.violations)
+            staged.keys.append(result.accepted.select(key))
+            staged.read += result.rows_read
+            staged.rejected += result.rows_rejected
+            if progress:
+                progress(staged.read)
+    reader.join()
+    return staged
+
+
+def _finish(contract: Contract, work: Path, staged: _Staged) -> dict[str, int]:
+    """Quarantine repeated keys (the first occurrence wins), write the quarantine file."""
+    keys = pa.concat_tables(staged.keys) if staged.keys else None
+    duplicates = _duplicates(keys, list(contract.key)) if keys is not None else _NO_DUPLICATES
+    if duplicates.num_rows:
+        _drop_rows(work / DATA, duplicates.column("row"))
+    found = pq.read_table(work / "violations.parquet")
+    repeated = pa.table(
+        {
+            "row": duplicates.column("row"),
+            "field": pa.array([",".join(contract.key)] * duplicates.num_rows, pa.string()),
+            "keyword": pa.array(["unique"] * duplicates.num_rows, pa.string()),
+            "message": pc.binary_join_element_wise(
+                "repeats the key of row ", duplicates.column("first").cast(pa.string()), ""
+            ),
+            "raw": pa.nulls(duplicates.num_rows, pa.string()),
+        },
+        schema=VIOLATIONS,
+    )
+    quarantine = pa.concat_tables([found, repeated]).sort_by(
+        [("row", "ascending"), ("keyword", "ascending"), ("field", "ascending")]
+    )
+    pq.write_table(quarantine, work / QUARANTINE, compression="zstd")
+    (work / "violations.parquet").unlink()
+    accepted = pq.read_metadata(work / DATA).num_rows
+    return {
+        "read": staged.read,
+        "accepted": accepted,
+        "quarantined": staged.rejected + duplicates.num_rows,
+    }
+
+
+_NO_DUPLICATES = pa.table({"row": pa.array([], pa.int64()), "first": pa.array([], pa.int64())})
+
+
+def _duplicates(keys: pa.Table, key: list[str]) -> pa.Table:
+    """Rows whose key an earlier row already has: (row, first row with that key)."""
+    groups = keys.group_by(key, use_threads=False).aggregate([(ROW, "min"), (ROW, "count")])
+    repeated = groups.filter(pc.greater(groups.column(f"{ROW}_count"), 1))
+    if repeated.num_rows == 0:
+        return _NO_DUPLICATES
+    joined = keys.join(repeated.select([*key, f"{ROW}_min"]), keys=key, join_type="inner")
+    later = joined.filter(pc.not_equal(joined.column(ROW), joined.column(f"{ROW}_min")))
+    return pa.table({"row": later.column(ROW), "first": later.column(f"{ROW}_min")}).sort_by("row")
+
+
+def _drop_rows(path: Path, rows: pa.ChunkedArray) -> None:
+    """Rewrite a Parquet file without the given `_row`s, a row group at a time."""
+    source = pq.ParquetFile(path)
+    trimmed = path.with_name(path.name + ".trimmed")
+    with source, pq.ParquetWriter(trimmed, source.schema_arrow, compression="zstd") as out:
+        for group in range(source.num_row_groups):
+            table = source.read_row_group(group)
+            out.write_table(table.filter(pc.invert(pc.is_in(table.column(ROW), rows))))
+    trimmed.replace(path)
 
 
 def _violation_counts(path: Path) -> dict[str, int]:
