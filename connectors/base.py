@@ -22,6 +22,7 @@ lost before validation.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
@@ -75,8 +76,17 @@ def column_from_values(name: str, values: Sequence[object]) -> tuple[pa.Field, p
             if pa.types.is_null(array.type):
                 array = array.cast(pa.string())
             return pa.field(name, array.type), array
-    encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+    encoded = [
+        None if v is None else json.dumps(v, ensure_ascii=False, default=_bytes) for v in values
+    ]
     return mark(pa.field(name, pa.string()), JSON), pa.array(encoded, pa.string())
+
+
+def _bytes(value: object) -> object:
+    """JSON has no bytes: a BLOB becomes an object, which no string or number rule accepts."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode()}
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def batch(

@@ -92,7 +92,7 @@ class CsvConnector:
     def read(self) -> Iterator[pa.RecordBatch]:
         encoding = self.resolved_encoding()
         header: list[str] | None = None
-        pending: list[str] = []  # lines of a record still inside a quoted field
+        pending = LineBlock(pa.array([], pa.string()))  # a record still inside a quoted field
         next_row = 1
         for block in read_blocks(self.path, encoding, self.block_bytes):
             if header is None:
@@ -104,10 +104,10 @@ class CsvConnector:
                 part = records.slice(start, self.batch_rows)
                 yield self._batch(part, header, next_row)
                 next_row += len(part.text)
-        if pending:
+        if len(pending.lines):
             assert header is not None
             # The file ended inside a quoted field: one last, malformed record.
-            text = "\n".join(pending)
+            text = "\n".join(pending.lines.to_pylist())
             why = "quote: the file ends inside a quoted field"
             tail = _Records(pa.array([text]), np.array([len(header)]), {0: why}, {0: text})
             yield self._batch(tail, header, next_row)
@@ -122,7 +122,8 @@ class CsvConnector:
             return None
         if skipped in block.bad:
             raise SourceUnreadable(f"{self.path}: the header line is not valid {encoding}")
-        header = next(csv.reader([block.lines[skipped].as_py()], delimiter=self.delimiter))
+        line = str(block.lines[skipped].as_py()).removesuffix("\r")
+        header = next(csv.reader([line], delimiter=self.delimiter))
         if len(set(header)) != len(header) or not all(header):
             raise SourceUnreadable(f"{self.path}: the header has empty or repeated names")
         shift = skipped + 1
@@ -131,20 +132,18 @@ class CsvConnector:
         block.raw = {i - shift: text for i, text in block.raw.items()}
         return header
 
-    def _records(self, pending: list[str], block: LineBlock) -> tuple[_Records, list[str]]:
+    def _records(self, pending: LineBlock, block: LineBlock) -> tuple[_Records, LineBlock]:
         """Group lines into records; returns the records and the lines of an unfinished one."""
-        offset = len(pending)
-        lines = block.lines
-        if pending:
-            lines = pa.concat_arrays([pa.array(pending, pa.string()), lines])
-        bad = {i + offset: why for i, why in block.bad.items()}
-        raw = {i + offset: text for i, text in block.raw.items()}
+        offset = len(pending.lines)
+        lines = pa.concat_arrays([pending.lines, block.lines]) if offset else block.lines
+        bad = {**pending.bad, **{i + offset: why for i, why in block.bad.items()}}
+        raw = {**pending.raw, **{i + offset: text for i, text in block.raw.items()}}
         counts = pc.add(pc.count_substring(lines, self.delimiter), 1).to_numpy().copy()
         keep = np.ones(len(lines), dtype=bool)
-        keep[pc.equal(lines, "").to_numpy(zero_copy_only=False)] = False  # blank: no record
+        blank = pc.or_(pc.equal(lines, ""), pc.equal(lines, "\r"))
+        keep[blank.to_numpy(zero_copy_only=False)] = False  # a blank line is no record
         keep[list(bad)] = True
         joined: dict[int, str] = {}
-        leftover: list[str] = []
         quoted = pc.match_substring(lines, '"').to_numpy(zero_copy_only=False)
         consumed = -1
         for first in np.flatnonzero(quoted).tolist():
@@ -152,32 +151,56 @@ class CsvConnector:
                 continue
             state = _scan(lines[first].as_py(), self.delimiter, _Scan())
             last = first
-            while state.inside and last + 1 < len(lines) and last + 1 not in bad:
+            while state.inside and last + 1 < len(lines):
                 last += 1
-                state = _scan(lines[last].as_py(), self.delimiter, _Scan(True, False, state.fields))
-            if state.inside and last + 1 >= len(lines):  # the record goes on in the next block
-                leftover = [lines[i].as_py() for i in range(first, len(lines))]
+                # An undecodable line inside a quoted value: the whole record is the problem.
+                text = "" if last in bad else lines[last].as_py()
+                state = _scan(text, self.delimiter, _Scan(True, False, state.fields))
+            if state.inside:  # the record goes on in the next block
+                rest = range(first, len(lines))
+                leftover = LineBlock(
+                    pa.array([lines[i].as_py() for i in rest], pa.string()),
+                    {i - first: bad[i] for i in rest if i in bad},
+                    {i - first: raw[i] for i in rest if i in bad},
+                )
                 keep[first:] = False
-                break
-            # (A record still open here met an undecodable line: its field count says so.)
+                return self._collect(lines, keep, counts, joined, bad, raw), leftover
             counts[first] = state.fields
             if last > first:
-                joined[first] = "\n".join(lines[i].as_py() for i in range(first, last + 1))
+                parts = [raw[i] if i in bad else lines[i].as_py() for i in range(first, last + 1)]
+                joined[first] = "\n".join(parts)
+                damaged = [i for i in range(first + 1, last + 1) if i in bad]
+                if damaged:
+                    bad[first], raw[first] = bad[damaged[0]], joined[first]
                 keep[first + 1 : last + 1] = False
                 consumed = last
+        empty = LineBlock(pa.array([], pa.string()))
+        return self._collect(lines, keep, counts, joined, bad, raw), empty
+
+    def _collect(
+        self,
+        lines: pa.Array,
+        keep: np.ndarray,
+        counts: np.ndarray,
+        joined: dict[int, str],
+        bad: dict[int, str],
+        raw: dict[int, str],
+    ) -> _Records:
         indices = np.flatnonzero(keep)
         text = pc.take(lines, pa.array(indices))
         if joined:
             mask = np.isin(indices, np.fromiter(joined, dtype=np.int64))
             values = pa.array([joined[i] for i in indices[mask].tolist()], pa.string())
             text = pc.replace_with_mask(text, pa.array(mask), values)
+        # A record ends at LF or CR LF: one final CR is its terminator, not its content.
+        text = pc.replace_substring_regex(text, "\r$", "")
         problems: dict[int, str] = {}
         raws: dict[int, str] = {}
         for line, why in bad.items():
             k = int(np.searchsorted(indices, line))
-            if k < len(indices) and indices[k] == line:  # not left over for the next block
+            if k < len(indices) and indices[k] == line:
                 problems[k], raws[k] = why, raw[line]
-        return _Records(text, counts[indices], problems, raws), leftover
+        return _Records(text, counts[indices], problems, raws)
 
     def _batch(self, records: _Records, header: list[str], first_row: int) -> pa.RecordBatch:
         width = len(header)
@@ -201,6 +224,14 @@ class CsvConnector:
     def _parse(self, records: pa.Array, header: list[str]) -> pa.Table:
         if len(records) == 0:
             return pa.table({name: pa.array([], pa.string()) for name in header})
+        # Arrow's parser ends a row at a lone CR too; here a record ends only at LF. So a CR
+        # still in a record is hidden behind a character the batch does not hold, then restored.
+        stand_in = None
+        if pc.any(pc.match_substring(records, "\r")).as_py():
+            stand_in = next(
+                c for c in _STAND_INS if not pc.any(pc.match_substring(records, c)).as_py()
+            )
+            records = pc.replace_substring(records, "\r", stand_in)
         table = pacsv.read_csv(
             pa.BufferReader(_joined(records)),
             read_options=pacsv.ReadOptions(column_names=header, block_size=1 << 26),
@@ -214,7 +245,14 @@ class CsvConnector:
         )
         if table.num_rows != len(records):  # our record boundaries and Arrow's must agree
             raise SourceUnreadable(f"{self.path}: CSV structure could not be parsed consistently")
+        if stand_in is not None:
+            restored = [pc.replace_substring(column, stand_in, "\r") for column in table.columns]
+            table = pa.table(restored, names=table.column_names)
         return table
+
+
+# Private-use characters, one of which is surely absent from any batch.
+_STAND_INS = tuple(chr(c) for c in range(0xE000, 0xE100))
 
 
 def _joined(records: pa.Array) -> pa.Buffer:

@@ -7,7 +7,9 @@ does not enforce declared types): such a column is delivered as JSON text, typed
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +101,33 @@ class SqliteConnector:
             con.close()
 
 
+_PASSWORD_WORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def _password(dsn: str) -> str | None:
+    if "://" in dsn:
+        parts = urllib.parse.urlsplit(dsn)
+        if parts.password:
+            return urllib.parse.unquote(parts.password)
+        given = urllib.parse.parse_qs(parts.query).get("password")
+        return given[0] if given else None
+    found = _PASSWORD_WORD.search(dsn)
+    return found.group(2).strip("'") if found else None
+
+
+def _without_password(dsn: str) -> str:
+    """A DSN fit to print: URI or key=value form, the password replaced by ***."""
+    secret = _password(dsn)
+    shown = _PASSWORD_WORD.sub(r"\1***", dsn)
+    return shown.replace(secret, "***") if secret else shown
+
+
+def _hide(message: str, dsn: str) -> str:
+    secret = _password(dsn)
+    message = message.replace(dsn, _without_password(dsn))
+    return message.replace(secret, "***") if secret else message
+
+
 class PostgresConnector:
     """A PostgreSQL table or query, streamed as Arrow batches through ADBC."""
 
@@ -120,7 +149,7 @@ class PostgresConnector:
         self.batch_rows = batch_rows
 
     def describe(self) -> str:
-        where = self.dsn.split("@")[-1]  # never the password
+        where = _without_password(self.dsn)
         return f"PostgreSQL {where} " + (f"table {self.table}" if self.table else "query")
 
     def read(self) -> Iterator[pa.RecordBatch]:
@@ -130,7 +159,8 @@ class PostgresConnector:
         try:
             con = postgres.connect(self.dsn)
         except adbc_driver_manager.Error as problem:
-            raise SourceUnreadable(f"cannot connect to {self.describe()}: {problem}") from problem
+            message = _hide(str(problem), self.dsn)
+            raise SourceUnreadable(f"cannot connect to {self.describe()}: {message}") from None
         next_row = 1
         try:
             cursor = con.cursor()
@@ -147,6 +177,7 @@ class PostgresConnector:
                     yield _numbered(clean, next_row)
                     next_row += piece.num_rows
         except adbc_driver_manager.Error as problem:
-            raise SourceUnreadable(f"cannot read {self.describe()}: {problem}") from problem
+            message = _hide(str(problem), self.dsn)
+            raise SourceUnreadable(f"cannot read {self.describe()}: {message}") from None
         finally:
             con.close()
