@@ -138,9 +138,13 @@ class CsvConnector:
         lines = pa.concat_arrays([pending.lines, block.lines]) if offset else block.lines
         bad = {**pending.bad, **{i + offset: why for i, why in block.bad.items()}}
         raw = {**pending.raw, **{i + offset: text for i, text in block.raw.items()}}
+        # Blocks normalised differently cannot share a record: keep the CRs of both then.
+        line_end = block.line_end if not offset or pending.line_end == block.line_end else None
         counts = pc.add(pc.count_substring(lines, self.delimiter), 1).to_numpy().copy()
         keep = np.ones(len(lines), dtype=bool)
-        blank = pc.or_(pc.equal(lines, ""), pc.equal(lines, "\r"))
+        blank = pc.equal(lines, "")
+        if line_end is None:
+            blank = pc.or_(blank, pc.equal(lines, "\r"))
         keep[blank.to_numpy(zero_copy_only=False)] = False  # a blank line is no record
         keep[list(bad)] = True
         joined: dict[int, str] = {}
@@ -162,20 +166,25 @@ class CsvConnector:
                     pa.array([lines[i].as_py() for i in rest], pa.string()),
                     {i - first: bad[i] for i in rest if i in bad},
                     {i - first: raw[i] for i in rest if i in bad},
+                    line_end,
+                    block.lone_cr,
                 )
                 keep[first:] = False
-                return self._collect(lines, keep, counts, joined, bad, raw), leftover
+                records = self._collect(lines, keep, counts, joined, bad, raw, line_end)
+                records.may_hold_cr = line_end is None or block.lone_cr or pending.lone_cr
+                return records, leftover
             counts[first] = state.fields
             if last > first:
                 parts = [raw[i] if i in bad else lines[i].as_py() for i in range(first, last + 1)]
-                joined[first] = "\n".join(parts)
+                joined[first] = (line_end or "\n").join(parts)
                 damaged = [i for i in range(first + 1, last + 1) if i in bad]
                 if damaged:
                     bad[first], raw[first] = bad[damaged[0]], joined[first]
                 keep[first + 1 : last + 1] = False
                 consumed = last
-        empty = LineBlock(pa.array([], pa.string()))
-        return self._collect(lines, keep, counts, joined, bad, raw), empty
+        records = self._collect(lines, keep, counts, joined, bad, raw, line_end)
+        records.may_hold_cr = line_end is None or block.lone_cr or pending.lone_cr
+        return records, LineBlock(pa.array([], pa.string()))
 
     def _collect(
         self,
@@ -185,6 +194,7 @@ class CsvConnector:
         joined: dict[int, str],
         bad: dict[int, str],
         raw: dict[int, str],
+        line_end: str | None,
     ) -> _Records:
         indices = np.flatnonzero(keep)
         text = pc.take(lines, pa.array(indices))
@@ -192,8 +202,9 @@ class CsvConnector:
             mask = np.isin(indices, np.fromiter(joined, dtype=np.int64))
             values = pa.array([joined[i] for i in indices[mask].tolist()], pa.string())
             text = pc.replace_with_mask(text, pa.array(mask), values)
-        # A record ends at LF or CR LF: one final CR is its terminator, not its content.
-        text = pc.replace_substring_regex(text, "\r$", "")
+        if line_end is None:
+            # Mixed line ends: one final CR is a record's terminator, not its content.
+            text = pc.replace_substring_regex(text, "\r$", "")
         problems: dict[int, str] = {}
         raws: dict[int, str] = {}
         for line, why in bad.items():
@@ -213,7 +224,7 @@ class CsvConnector:
                 raw[k] = records.text[k].as_py()
         good = np.ones(size, dtype=bool)
         good[list(problems)] = False
-        parsed = self._parse(pc.filter(records.text, pa.array(good)), header)
+        parsed = self._parse(pc.filter(records.text, pa.array(good)), header, records.may_hold_cr)
         where = np.cumsum(good) - 1
         index = pa.array(where, mask=~good)
         fields = [mark(pa.field(name, pa.string()), TEXT) for name in header]
@@ -221,13 +232,13 @@ class CsvConnector:
         rows = pa.array(np.arange(first_row, first_row + size), pa.int64())
         return batch(rows, _sparse(problems, size), _sparse(raw, size), fields, columns)
 
-    def _parse(self, records: pa.Array, header: list[str]) -> pa.Table:
+    def _parse(self, records: pa.Array, header: list[str], may_hold_cr: bool = True) -> pa.Table:
         if len(records) == 0:
             return pa.table({name: pa.array([], pa.string()) for name in header})
         # Arrow's parser ends a row at a lone CR too; here a record ends only at LF. So a CR
         # still in a record is hidden behind a character the batch does not hold, then restored.
         stand_in = None
-        if pc.any(pc.match_substring(records, "\r")).as_py():
+        if may_hold_cr and pc.any(pc.match_substring(records, "\r")).as_py():
             stand_in = next(
                 c for c in _STAND_INS if not pc.any(pc.match_substring(records, c)).as_py()
             )
@@ -280,6 +291,7 @@ class _Records:
     fields: np.ndarray
     problems: dict[int, str]  # record index -> why it could not be read
     raw: dict[int, str]
+    may_hold_cr: bool = True  # a CR may still be inside a record (see `_parse`)
 
     def slice(self, start: int, length: int) -> _Records:
         end = min(start + length, len(self.text))
@@ -292,4 +304,5 @@ class _Records:
             self.fields[start:end],
             part(self.problems),
             part(self.raw),
+            self.may_hold_cr,
         )

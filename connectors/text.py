@@ -38,6 +38,10 @@ class LineBlock:
     lines: pa.Array  # UTF-8 strings, without the LF; a bad line is ""
     bad: dict[int, str] = field(default_factory=dict)
     raw: dict[int, str] = field(default_factory=dict)  # the bad lines, decoded for display
+    # How this block's lines ended: "\r\n" (the CRs are already gone from `lines`), "\n",
+    # or None when it mixes the two (each line keeps its CR).
+    line_end: str | None = "\n"
+    lone_cr: bool = False  # a CR that does not end a line is somewhere in the block
 
 
 def detect_encoding(path: Path) -> str:
@@ -109,6 +113,15 @@ def read_blocks(path: Path, encoding: str, block_bytes: int = 16 << 20) -> Itera
 
 
 def _decode(data: bytes, codec: str) -> LineBlock:
+    # Where every line ends in CR LF, drop the CRs on the bytes (memory speed; CR and LF
+    # never occur inside a multi-byte GB18030 or UTF-8 character); a reader re-joining a
+    # multi-line record uses `line_end`, so a CR LF inside a quoted value is kept.
+    breaks, crlf, cr = data.count(b"\n"), data.count(b"\r\n"), data.count(b"\r")
+    line_end: str | None = "\n"
+    if crlf and crlf == breaks:
+        data, line_end = data.replace(b"\r\n", b"\n"), "\r\n"
+    elif crlf:
+        line_end = None
     text = data.decode(codec, "surrogateescape")
     bad: dict[int, str] = {}
     raw: dict[int, str] = {}
@@ -132,4 +145,4 @@ def _decode(data: bytes, codec: str) -> LineBlock:
         mask = np.zeros(len(lines), dtype=bool)
         mask[list(bad)] = True
         lines = pc.if_else(pa.array(mask), "", lines)
-    return LineBlock(lines, bad, raw)
+    return LineBlock(lines, bad, raw, line_end, lone_cr=cr > crlf)

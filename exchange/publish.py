@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,42 +78,55 @@ def ingest(
     import pyarrow.parquet as pq
 
     previous_rows = int(current["rows_accepted"]) if current else None
-    quality = require_quality(
-        dataset, pq.read_table(package.path / DATA), previous_rows=previous_rows
-    )
-
     # Keep the package as it was verified: audits re-verify and re-derive from it.
     kept = home.packages / dataset / package.path.name
     if kept.resolve() != package.path.resolve():
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(package.path, kept)
     published_at = db_time(now)
-    with store.transaction() as con:
-        new_id = int(scalar(con, "SELECT coalesce(max(id), 0) + 1 FROM publications"))
-        table = publication_table(new_id)
-        con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(kept / DATA)])
-        con.execute(
-            "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                new_id,
-                dataset,
-                version,
-                department,
-                _manifest_digest(package),
-                data_sha256,
-                manifest["rows"]["read"],
-                manifest["rows"]["accepted"],
-                manifest["rows"]["quarantined"],
-                manifest["source"],
-                db_time(dt.datetime.fromisoformat(manifest["created_at"])),
-                published_at,
-                str(kept),
-                json.dumps(quality.results, ensure_ascii=False),
-            ],
+    # The quality gate and the table load overlap (both work outside the GIL); the
+    # transaction commits only once the gate has passed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        gate = pool.submit(
+            require_quality, dataset, pq.read_table(kept / DATA), previous_rows=previous_rows
         )
-        con.execute(f"CREATE OR REPLACE VIEW {dataset_view(dataset)} AS SELECT * FROM {table}")
-        if before_commit is not None:
-            before_commit()  # a test's window onto an ingest that has not committed
+        try:
+            with store.transaction() as con:
+                new_id = int(scalar(con, "SELECT coalesce(max(id), 0) + 1 FROM publications"))
+                table = publication_table(new_id)
+                con.execute(
+                    f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(kept / DATA)]
+                )
+                quality = gate.result()
+                con.execute(
+                    "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        new_id,
+                        dataset,
+                        version,
+                        department,
+                        _manifest_digest(package),
+                        data_sha256,
+                        manifest["rows"]["read"],
+                        manifest["rows"]["accepted"],
+                        manifest["rows"]["quarantined"],
+                        manifest["source"],
+                        db_time(dt.datetime.fromisoformat(manifest["created_at"])),
+                        published_at,
+                        str(kept),
+                        json.dumps(quality.results, ensure_ascii=False),
+                    ],
+                )
+                con.execute(
+                    f"CREATE OR REPLACE VIEW {dataset_view(dataset)} AS SELECT * FROM {table}"
+                )
+                if before_commit is not None:
+                    before_commit()  # a test's window onto an ingest that has not committed
+        except BaseException:
+            gate.cancel()
+            if kept.resolve() != package.path.resolve():
+                shutil.rmtree(kept, ignore_errors=True)  # refused: not a kept package
+            raise
     row = store.one("SELECT * FROM publications WHERE id = ?", [new_id])
     assert row is not None
     return _publication(row, unchanged=False)
