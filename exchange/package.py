@@ -23,11 +23,12 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -152,11 +153,10 @@ def build_package(
 
 @dataclass
 class _Staged:
-    """What streaming left behind: counts, and every accepted row's key with its `_row`."""
+    """What streaming counted; every accepted row's key and `_row` are in keys.parquet."""
 
     read: int = 0
     rejected: int = 0
-    keys: list[pa.Table] = field(default_factory=list)
 
 
 def _produce(batches: Iterator[pa.RecordBatch], queue: Queue[Any]) -> None:
@@ -181,9 +181,11 @@ def _stream(
     reader = threading.Thread(target=_produce, args=(batches, queue), daemon=True)
     reader.start()
     accepted_schema = validator.empty().schema
+    key_schema = pa.schema([accepted_schema.field(name) for name in key])
     with (
         pq.ParquetWriter(work / DATA, accepted_schema, compression="zstd") as data,
         pq.ParquetWriter(work / "violations.parquet", VIOLATIONS, compression="zstd") as problems,
+        pq.ParquetWriter(work / "keys.parquet", key_schema, compression="zstd") as keys_out,
     ):
         while (part := queue.get()) is not None:
             if isinstance(part, BaseException):
@@ -191,7 +193,7 @@ def _stream(
             result = validator.validate(part)
             data.write_table(result.accepted)
             problems.write_table(result.violations)
-            staged.keys.append(result.accepted.select(key))
+            keys_out.write_table(result.accepted.select(key))
             staged.read += result.rows_read
             staged.rejected += result.rows_rejected
             if progress:
@@ -202,8 +204,7 @@ def _stream(
 
 def _finish(contract: Contract, work: Path, staged: _Staged) -> dict[str, int]:
     """Quarantine repeated keys (the first occurrence wins), write the quarantine file."""
-    keys = pa.concat_tables(staged.keys) if staged.keys else None
-    duplicates = _duplicates(keys, list(contract.key)) if keys is not None else _NO_DUPLICATES
+    duplicates = _duplicates(work, list(contract.key))
     if duplicates.num_rows:
         _drop_rows(work / DATA, duplicates.column("row"))
     found = pq.read_table(work / "violations.parquet")
@@ -232,18 +233,43 @@ def _finish(contract: Contract, work: Path, staged: _Staged) -> dict[str, int]:
     }
 
 
-_NO_DUPLICATES = pa.table({"row": pa.array([], pa.int64()), "first": pa.array([], pa.int64())})
+def _duplicates(work: Path, key: list[str]) -> pa.Table:
+    """Rows whose key an earlier row already has: (row, first row with that key).
+
+    DuckDB groups the keys under a memory limit, spilling to disk, so ten million keys do
+    not need ten million keys' worth of memory.
+    """
+    names = ", ".join(_quote(k) for k in key)
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET temp_directory = '{work / 'spill'}'")
+        con.execute("SET memory_limit = '512MB'")
+        found = con.sql(
+            f"""
+            WITH keys AS (SELECT * FROM read_parquet(?)),
+                 repeated AS (
+                     SELECT {names}, min({_quote(ROW)}) AS first FROM keys
+                     GROUP BY {names} HAVING count(*) > 1
+                 )
+            SELECT k.{_quote(ROW)} AS row, r.first FROM keys k JOIN repeated r USING ({names})
+            WHERE k.{_quote(ROW)} <> r.first ORDER BY row
+            """,
+            params=[str(work / "keys.parquet")],
+        ).to_arrow_table()
+    finally:
+        con.close()
+    (work / "keys.parquet").unlink()
+    shutil.rmtree(work / "spill", ignore_errors=True)
+    return pa.table(
+        {
+            "row": found.column("row").cast(pa.int64()),
+            "first": found.column("first").cast(pa.int64()),
+        }
+    )
 
 
-def _duplicates(keys: pa.Table, key: list[str]) -> pa.Table:
-    """Rows whose key an earlier row already has: (row, first row with that key)."""
-    groups = keys.group_by(key, use_threads=False).aggregate([(ROW, "min"), (ROW, "count")])
-    repeated = groups.filter(pc.greater(groups.column(f"{ROW}_count"), 1))
-    if repeated.num_rows == 0:
-        return _NO_DUPLICATES
-    joined = keys.join(repeated.select([*key, f"{ROW}_min"]), keys=key, join_type="inner")
-    later = joined.filter(pc.not_equal(joined.column(ROW), joined.column(f"{ROW}_min")))
-    return pa.table({"row": later.column(ROW), "first": later.column(f"{ROW}_min")}).sort_by("row")
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _drop_rows(path: Path, rows: pa.ChunkedArray) -> None:

@@ -145,17 +145,20 @@ def load_suite(dataset: str) -> QualitySuite:
         raise QualitySuiteInvalid(f"{path}: {problem}") from None
 
 
-def check_quality(dataset: str, table: pa.Table, *, previous_rows: int | None) -> QualityReport:
+def check_quality(
+    dataset: str, table: pa.Table, *, previous_rows: int | None, rows: int | None = None
+) -> QualityReport:
     """Run the dataset's quality gate on a publication's accepted rows.
 
     `previous_rows` is the row count of the dataset's previous publication (None for the
     first one); the row count may move from it by at most the suite's
-    `max_row_count_change`, as a fraction of it.
+    `max_row_count_change`, as a fraction of it. `rows` is the publication's row count when
+    `table` is a sample of it (the expectations then judge the sample, the count is exact).
     """
     if previous_rows is not None and previous_rows < 0:
         raise ValueError(f"previous_rows must not be negative, got {previous_rows}")
     suite = load_suite(dataset)
-    rows = table.num_rows
+    rows = table.num_rows if rows is None else rows
     row_count, row_failure = _row_count_gate(rows, previous_rows, suite.max_row_count_change)
     outcomes = _validate(suite, table, _personal_columns(dataset))
 
@@ -169,6 +172,7 @@ def check_quality(dataset: str, table: pa.Table, *, previous_rows: int | None) -
         "engine": f"great_expectations {_runtime().version}",
         "passed": passed,
         "rows": rows,
+        "rows_checked": table.num_rows,
         "row_count": row_count,
         "expectations": [outcome.record for outcome in outcomes],
         "failures": list(failures),
@@ -176,9 +180,11 @@ def check_quality(dataset: str, table: pa.Table, *, previous_rows: int | None) -
     return QualityReport(dataset, rows, passed, tuple(failures), results)
 
 
-def require_quality(dataset: str, table: pa.Table, *, previous_rows: int | None) -> QualityReport:
+def require_quality(
+    dataset: str, table: pa.Table, *, previous_rows: int | None, rows: int | None = None
+) -> QualityReport:
     """`check_quality`, raising `QualityFailed` unless the publication passes."""
-    report = check_quality(dataset, table, previous_rows=previous_rows)
+    report = check_quality(dataset, table, previous_rows=previous_rows, rows=rows)
     if not report.passed:
         raise QualityFailed(report)
     return report

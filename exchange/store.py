@@ -96,12 +96,14 @@ def dataset_view(dataset: str) -> str:
 class ExchangeStore:
     """The exchange database, opened by its one writer (or read-only)."""
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, memory_limit: str = "1GB") -> None:
         self.path = Path(path)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as problem:
             raise StoreBusy(f"cannot open {self.path}: {problem}") from problem
+        # Bounded memory: DuckDB spills to disk beyond this rather than take the machine.
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
         if not read_only:
             self.con.execute(_DDL)
             self.con.execute(
