@@ -96,7 +96,7 @@ def dataset_view(dataset: str) -> str:
 class ExchangeStore:
     """The exchange database, opened by its one writer (or read-only)."""
 
-    def __init__(self, path: Path, *, read_only: bool = False, memory_limit: str = "1GB") -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, memory_limit: str = "768MB") -> None:
         self.path = Path(path)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
