@@ -285,3 +285,27 @@ def test_every_contract_has_a_source_and_a_quality_suite() -> None:
     configured = {load_source(p).dataset for p in source_files(SOURCES)}
     suites = {p.stem for p in (SOURCES.parent.parent / "schemas" / "quality").glob("*.json")}
     assert datasets == configured == suites
+
+
+def test_the_quality_gate_samples_large_publications_and_counts_exactly(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from exchange.publish import gate_sample
+    from exchange.quality import check_quality
+
+    rows = 2_500
+    ids = [f"{i:06d}" for i in range(rows)]
+    path = tmp_path / "data.parquet"
+    table = pa.table({"_row": pa.array(range(1, rows + 1), pa.int64()), "record_no": ids})
+    pq.write_table(table, path, row_group_size=700)
+    small = gate_sample(path, "deaths", seed=1, limit=5_000)
+    assert small.num_rows == rows  # under the limit: every row
+    sample = gate_sample(path, "deaths", seed=1, limit=1_000)
+    assert abs(sample.num_rows - 1_000) <= 4  # proportional per row group, rounded
+    assert sample.equals(gate_sample(path, "deaths", seed=1, limit=1_000))  # seeded
+    assert not sample.equals(gate_sample(path, "deaths", seed=2, limit=1_000))
+    assert set(sample.column("record_no").to_pylist()) <= set(ids)
+    assert len(set(sample.column("record_no").to_pylist())) == sample.num_rows  # no repeats
+    assert "_row" not in sample.column_names  # only the suite's columns are read
+    report = check_quality("deaths", sample, previous_rows=None, rows=rows)
+    assert (report.results["rows"], report.results["rows_checked"]) == (rows, sample.num_rows)
