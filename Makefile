@@ -43,7 +43,8 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python tests/bench/bench_synth.py
+	$(BIN)/python -m tests.bench.bench_synth
+	$(BIN)/python -m tests.bench.bench_publish
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

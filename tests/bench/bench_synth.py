@@ -30,6 +30,18 @@ from exchange import residentid
 from exchange.synth.city import generate_city
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory.
+
+    Read from VmHWM, which starts afresh at exec: getrusage's ru_maxrss survives fork and
+    exec, so a child started by a large parent would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -87,7 +99,7 @@ def child(out: Path, persons: int, seed: int, dirty_rate: float) -> None:
     summary = generate_city(out, persons=persons, seed=seed, dirty_rate=dirty_rate)
     seconds = time.perf_counter() - started
     rows = sum(d.rows for d in summary.datasets)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_mib = peak_rss_mib()
     print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak_mib}))
 
 
