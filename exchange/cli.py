@@ -85,7 +85,16 @@ def _home() -> Home:
 
 
 def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: object) -> object:
+    """JSON for what the database hands back: times as ISO 8601, bytes as hex."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 @app.command()
@@ -522,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except (ExchangeError, ConnectorError, LedgerError) as problem:
-        return _fail(str(problem))
+        details = getattr(problem, "diagnostics", None)
+        return _fail(str(problem), details() if callable(details) else None)
     except OSError as problem:
         where = f" {problem.filename}" if problem.filename else ""
         return _fail(f"{problem.strerror or problem}:{where}")
@@ -531,10 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, details: str | None = None) -> int:
+    """One line saying what failed; an error with `diagnostics()` adds its details below."""
     if _options.debug or os.environ.get("ONCEONLY_DEBUG") == "1":
         traceback.print_exc()
     err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    for line in (details or "").splitlines():
+        err.print(f"  {escape(line)}", soft_wrap=True)
     return 1
 
 

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,16 +34,29 @@ def test_help_lists_every_command() -> None:
         assert name in result.stdout
 
 
+def _leaf_commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found = []
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        if hasattr(command, "commands"):
+            assert command.help, f"{' '.join(path)} has no help text"
+            found += _leaf_commands(command, path)
+        else:
+            found.append((path, command))
+    return found
+
+
 def test_every_command_and_option_is_documented() -> None:
-    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
-    assert commands, "no commands registered"
-    for name, command in commands.items():
+    commands = _leaf_commands(typer.main.get_command(app))
+    assert len(commands) >= 12, "the CLI lost commands"
+    for path, command in commands:
+        name = " ".join(path)
         assert command.help and len(command.help) > 20, f"{name} has no help text"
         for param in command.params:
             if param.name != "help":
                 assert getattr(param, "help", None), f"{name} --{param.name} has no help"
-        shown = run(name, "--help")
-        assert shown.returncode == 0 and "Usage" in shown.stdout
+        shown = run(*path, "--help")
+        assert shown.returncode == 0 and "Usage" in shown.stdout, name
 
 
 def test_init_creates_a_private_home(tmp_path: Path) -> None:
@@ -156,3 +170,52 @@ def test_file_system_errors_are_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and str(blocker) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_publishes_the_city_and_nothing_is_lost(tmp_path: Path) -> None:
+    home, city = tmp_path / "home", tmp_path / "city"
+    args = ("demo", "--city", str(city), "--persons", "800", "--json")
+    result = run(*args, home=home)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    planted = sum(report["city"]["faults_by_kind"].values())
+    publications = report["publications"]
+    assert len(publications) == 13
+    for p in publications:
+        assert p["read"] == p["accepted"] + p["quarantined"]
+    assert sum(p["quarantined"] for p in publications) == planted
+    again = json.loads(run(*args, home=home).stdout)  # a second run changes nothing
+    assert all(p["unchanged"] for p in again["publications"])
+    shown = run("quarantine", "show", "1", "--json", home=home)
+    assert shown.returncode == 0
+    quarantine = json.loads(shown.stdout)
+    assert quarantine["rows_quarantined"] == publications[0]["quarantined"]
+    listed = json.loads(run("dataset", "list", "--json", home=home).stdout)
+    assert {d["dataset"] for d in listed} == {p["dataset"] for p in publications}
+
+
+def test_schema_evolution_through_the_cli(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run("init", home=home).returncode == 0
+    assert run("dept", "add", "health", "--name", "卫健", home=home).returncode == 0
+    contract = Path("schemas/datasets/deaths/1.0.0.json")
+    assert run("dataset", "register", str(contract), home=home).returncode == 0
+    schema = json.loads(contract.read_text("utf-8"))
+    schema["x-onceonly"]["version"] = "2.0.0"
+    schema["properties"]["age"]["maximum"] = 100  # records valid before would be refused
+    schema["required"].append("hospital_code")
+    schema["properties"]["hospital_code"] = {"type": "string"}
+    proposed = tmp_path / "2.0.0.json"
+    proposed.write_text(json.dumps(schema, ensure_ascii=False), "utf-8")
+    checked = run("schema", "check", str(proposed), "--against", "deaths", home=home)
+    assert checked.returncode == 1
+    assert "age" in checked.stderr and "hospital_code" in checked.stderr
+    refused = run("dataset", "register", str(proposed), home=home)
+    assert refused.returncode == 1 and "age" in refused.stderr
+    schema["properties"]["age"]["maximum"] = 120
+    schema["required"].remove("hospital_code")  # an optional new field: BACKWARD compatible
+    proposed.write_text(json.dumps(schema, ensure_ascii=False), "utf-8")
+    assert run("schema", "check", str(proposed), "--against", "deaths", home=home).returncode == 0
+    assert run("dataset", "register", str(proposed), home=home).returncode == 0
+    shown = json.loads(run("dataset", "show", "deaths", "--json", home=home).stdout)
+    assert [v["version"] for v in shown["versions"]] == ["1.0.0", "2.0.0"]
