@@ -13,15 +13,16 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from connectors.base import DEFAULT_BATCH_ROWS, TEXT, batch, mark
+from connectors.base import TEXT, batch, mark
 from connectors.errors import SourceUnreadable
-from connectors.text import LineBlock, detect_encoding, read_blocks
+from connectors.text import LineBlock, TextSource, read_blocks
 
 
 @dataclass
@@ -58,36 +59,14 @@ def _scan(line: str, delimiter: str, state: _Scan) -> _Scan:
     return _Scan(inside, at_start, fields)
 
 
-class CsvConnector:
+class CsvConnector(TextSource):
     """A delimited text file with a header line."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        name: str | None = None,
-        encoding: str = "auto",
-        delimiter: str = ",",
-        batch_rows: int = DEFAULT_BATCH_ROWS,
-        block_bytes: int = 16 << 20,
-    ) -> None:
-        self.path = Path(path)
-        self.name = name or self.path.stem
-        self.encoding = encoding
+    kind = "CSV"
+
+    def __init__(self, path: Path, *, delimiter: str = ",", **options: Any) -> None:
+        super().__init__(path, **options)
         self.delimiter = delimiter
-        self.batch_rows = batch_rows
-        self.block_bytes = block_bytes
-
-    def resolved_encoding(self) -> str:
-        if self.encoding != "auto":
-            return self.encoding
-        try:
-            return detect_encoding(self.path)
-        except OSError as problem:
-            raise SourceUnreadable(f"cannot open {self.path}: {problem.strerror}") from problem
-
-    def describe(self) -> str:
-        return f"CSV {self.path.name} ({self.resolved_encoding()})"
 
     def read(self) -> Iterator[pa.RecordBatch]:
         encoding = self.resolved_encoding()

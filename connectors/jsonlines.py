@@ -9,44 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from connectors.base import DEFAULT_BATCH_ROWS, batch, column_from_values
-from connectors.errors import SourceUnreadable
-from connectors.text import detect_encoding, read_blocks
+from connectors.base import batch, column_from_values
+from connectors.text import TextSource, read_blocks
 
 
-class JsonLinesConnector:
+class JsonLinesConnector(TextSource):
     """A file of JSON objects, one per line."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        name: str | None = None,
-        encoding: str = "auto",
-        batch_rows: int = DEFAULT_BATCH_ROWS,
-        block_bytes: int = 16 << 20,
-    ) -> None:
-        self.path = Path(path)
-        self.name = name or self.path.stem
-        self.encoding = encoding
-        self.batch_rows = batch_rows
-        self.block_bytes = block_bytes
-
-    def resolved_encoding(self) -> str:
-        if self.encoding != "auto":
-            return self.encoding
-        try:
-            return detect_encoding(self.path)
-        except OSError as problem:
-            raise SourceUnreadable(f"cannot open {self.path}: {problem.strerror}") from problem
-
-    def describe(self) -> str:
-        return f"JSON Lines {self.path.name} ({self.resolved_encoding()})"
+    kind = "JSON Lines"
 
     def read(self) -> Iterator[pa.RecordBatch]:
         next_row = 1

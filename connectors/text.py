@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.base import DEFAULT_BATCH_ROWS
 from connectors.errors import SourceUnreadable
 
 UTF8_BOM = codecs.BOM_UTF8
@@ -146,3 +147,35 @@ def _decode(data: bytes, codec: str) -> LineBlock:
         mask[list(bad)] = True
         lines = pc.if_else(pa.array(mask), "", lines)
     return LineBlock(lines, bad, raw, line_end, lone_cr=cr > crlf)
+
+
+class TextSource:
+    """What every text-file connector shares: a path, an encoding (or detection), blocks."""
+
+    kind = "text"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        encoding: str = "auto",
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        block_bytes: int = 16 << 20,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.encoding = encoding
+        self.batch_rows = batch_rows
+        self.block_bytes = block_bytes
+
+    def resolved_encoding(self) -> str:
+        if self.encoding != "auto":
+            return self.encoding
+        try:
+            return detect_encoding(self.path)
+        except OSError as problem:
+            raise SourceUnreadable(f"cannot open {self.path}: {problem.strerror}") from problem
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.path.name} ({self.resolved_encoding()})"
