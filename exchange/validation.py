@@ -83,6 +83,7 @@ VIOLATIONS = pa.schema(
     ]
 )
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _JSON_INTEGER = r"^-?(0|[1-9][0-9]*)$"
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -162,11 +163,8 @@ def values_of(column: pa.Array, kind: bytes | None, types: frozenset[str]) -> Va
     elif pa.types.is_boolean(typ):
         out.is_bool, out.bools = valid, _mask(column)
     elif pa.types.is_integer(typ):
-        if (
-            pa.types.is_uint64(typ)
-            and pc.max(column).as_py() not in (None,)
-            and pc.max(column).as_py() > 2**63 - 1
-        ):
+        largest = pc.max(column).as_py() if pa.types.is_uint64(typ) else None
+        if largest is not None and largest > _INT64_MAX:  # beyond int64: Python ints judge
             return _from_python(column.to_pylist())
         out.is_int = valid
         out.ints = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
@@ -410,7 +408,6 @@ def _lengths(v: Values, test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     return np.asarray(test(lengths))
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Which comparison of value against limit breaks each bound.
 _BREAKS: dict[str, Callable[[Any, Any], Any]] = {
     "minimum": operator.lt,
