@@ -67,7 +67,8 @@ def property_schema(draw: st.DrawFn) -> dict[str, Any]:
     elif kind == "boolean":
         schema["type"] = "boolean"
     elif kind == "enum":
-        member = st.one_of(st.sampled_from(["男", "女", "a", "1"]), st.integers(-3, 3), st.booleans())
+        texts = st.sampled_from(["男", "女", "a", "1"])
+        member = st.one_of(texts, st.integers(-3, 3), st.booleans())
         unique = st.lists(member, min_size=1, max_size=4, unique_by=lambda v: (type(v), v))
         schema["enum"] = draw(unique)
         if draw(st.booleans()):
@@ -160,12 +161,36 @@ def near(sub: dict[str, Any]) -> st.SearchStrategy[Any]:
     if "pattern" in sub:
         # Strings that match or nearly match, each also with a final newline (Python's `$`
         # matches before one) and with non-ASCII digits (Python's \\d matches them).
-        close = ["123456789", "12345678", "A123", "a123", "张三", "张三丰李四", "a", "b", "xa", "ay",
-                 "2024-12", "2024-13", "١٢٣", "x", "y", ""]  # fmt: skip
+        close = [
+            "123456789",
+            "12345678",
+            "A123",
+            "a123",
+            "张三",
+            "张三丰李四",
+            "a",
+            "b",
+            "xa",
+            "ay",
+            "2024-12",
+            "2024-13",
+            "١٢٣",
+            "x",
+            "y",
+            "",
+        ]
         edges += close + [c + "\n" for c in close] + ["\n" + c for c in close]
     if "format" in sub:
-        edges += ["2024-02-29", "2023-02-29", "2024-1-01", "11010519491231002X", "110105194912310021",
-                  "11010519491231002x", "a@b.cn", "not-an-email"]  # fmt: skip
+        edges += [
+            "2024-02-29",
+            "2023-02-29",
+            "2024-1-01",
+            "11010519491231002X",
+            "110105194912310021",
+            "11010519491231002x",
+            "a@b.cn",
+            "not-an-email",
+        ]
     plain = [e for e in edges if e is not None]
     return st.one_of(st.sampled_from(plain), json_values) if plain else json_values
 
@@ -214,8 +239,13 @@ def _verdicts(contract: Any, columns: dict[str, tuple[pa.Field, pa.Array]]) -> l
 
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
-@given(property_schema(), st.data(), st.booleans(), st.booleans(),
-       st.lists(st.one_of(st.none(), st.integers()), min_size=25, max_size=25))  # fmt: skip
+@given(
+    property_schema(),
+    st.data(),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.one_of(st.none(), st.integers()), min_size=25, max_size=25),
+)
 def test_typed_columns_agree_with_jsonschema(
     sub: dict[str, Any], data: st.DataObject, required: bool, closed: bool, extra: list[Any]
 ) -> None:
@@ -348,11 +378,17 @@ def test_patterns_agree_with_python_re(pattern: str, data: st.DataObject) -> Non
     matching = st.from_regex(pattern)
     values = data.draw(
         st.lists(
-            st.one_of(matching, matching.map(lambda s: s + "\n"), matching.map(lambda s: "\n" + s),
-                      st.text(max_size=6), st.sampled_from(["١٢٣", "٣", "x", "y"])),
-            min_size=1, max_size=20,
+            st.one_of(
+                matching,
+                matching.map(lambda s: s + "\n"),
+                matching.map(lambda s: "\n" + s),
+                st.text(max_size=6),
+                st.sampled_from(["١٢٣", "٣", "x", "y"]),
+            ),
+            min_size=1,
+            max_size=20,
         )
-    )  # fmt: skip
+    )
     _agree({"type": "string", "pattern": pattern}, values)
     text = mark(pa.field("f", pa.string()), TEXT), pa.array(values, pa.string())
     contract = _contract({"type": "string", "pattern": pattern}, required=False, closed=True)
@@ -372,8 +408,13 @@ def test_bounds_agree_with_jsonschema(keyword: str, limit: float, data: st.DataO
     around = [limit, limit - 1, limit + 1, float(limit), limit - 0.5, limit + 0.5]
     if isinstance(limit, int):
         around += [limit + 2**63, -(2**63), 2**63 - 1]
-    values = data.draw(st.lists(st.sampled_from(around) | st.integers() | st.floats(allow_nan=False),
-                                min_size=1, max_size=20))  # fmt: skip
+    values = data.draw(
+        st.lists(
+            st.sampled_from(around) | st.integers() | st.floats(allow_nan=False),
+            min_size=1,
+            max_size=20,
+        )
+    )
     one_kind = data.draw(st.sampled_from([int, float, None]))
     if one_kind is not None:
         values = [v for v in values if type(v) is one_kind] or [one_kind(0)]
@@ -384,6 +425,13 @@ def test_bounds_agree_with_jsonschema(keyword: str, limit: float, data: st.DataO
 @given(st.sampled_from(["date", "gb11643"]), st.data())
 def test_formats_agree_with_jsonschema(fmt: str, data: st.DataObject) -> None:
     dates = st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
-    values = data.draw(st.lists(st.one_of(dates, _ids(), dates.map(lambda d: d + "\n"), st.text(max_size=20),
-                                          st.integers()), min_size=1, max_size=20))  # fmt: skip
+    values = data.draw(
+        st.lists(
+            st.one_of(
+                dates, _ids(), dates.map(lambda d: d + "\n"), st.text(max_size=20), st.integers()
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
     _agree({"format": fmt}, values)
