@@ -17,6 +17,11 @@ How values are read, before any keyword applies:
   number and the text is a JSON number, a boolean when it admits a boolean and the text
   is `true` or `false`, and a string otherwise;
 - a column of mixed JSON types (`connectors.base.JSON`) is decoded value by value.
+
+One rule goes beyond JSON Schema, deliberately: an `integer` property is stored as a 64-bit
+integer and a `number` as a 64-bit float, so a value JSON Schema accepts but that column
+cannot hold (an integer beyond ±2^63 such as 1e300, or beyond the largest float) is
+rejected under the rule `storage` rather than stored wrong.
 """
 
 from __future__ import annotations
@@ -538,6 +543,10 @@ class BatchValidator:
                 continue
             for keyword, mask in rule.violations(view):
                 record(mask, name, keyword, _explainer(rule, keyword, view))
+        for name, view in views.items():
+            rule = self.rules.get(name)
+            if rule is not None:
+                record(_unstorable(view, output_type(rule.schema)), name, "storage", _too_large)
         if self.record_fallback:
             for i in np.flatnonzero(~bad).tolist():
                 item = {k: v.python(i) for k, v in views.items() if v.present[i]}
@@ -568,6 +577,29 @@ class BatchValidator:
         return pa.table(columns)
 
 
+def _unstorable(view: Values, target: pa.DataType) -> np.ndarray:
+    """Numbers the property's column cannot hold: beyond int64, or beyond a float."""
+    bad = np.zeros(len(view.present), dtype=bool)
+    if pa.types.is_int64(target):
+        with np.errstate(invalid="ignore"):
+            in_range = (view.floats >= -(2.0**63)) & (view.floats < 2.0**63)
+        bad |= view.is_float & ~in_range
+    for i in np.flatnonzero(view.is_other):
+        value = view.others[i]
+        if isinstance(value, int) and not isinstance(value, bool):
+            bad[i] = pa.types.is_int64(target) or (
+                pa.types.is_float64(target) and abs(value) > _FLOAT_MAX_INT
+            )
+    return bad
+
+
+_FLOAT_MAX_INT = int(np.finfo(np.float64).max)
+
+
+def _too_large(i: int) -> str:
+    return "a number beyond the range the exchange stores for this field"
+
+
 def _explainer(rule: PropertyRule, keyword: str, view: Values) -> Callable[[int], str]:
     def explain(i: int) -> str:
         return rule.explain(keyword, view.python(i))
@@ -590,10 +622,15 @@ def output_type(schema: dict[str, Any]) -> pa.DataType:
 def _column(view: Values, keep: np.ndarray, target: pa.DataType) -> pa.Array:
     take = pa.array(keep)
     if pa.types.is_int64(target):
-        ints = np.where(view.is_float, np.nan_to_num(view.floats).astype(np.int64), view.ints)
+        # Accepted rows hold only values int64 can take (the `storage` rule saw to that).
+        safe = np.where(view.is_float & ~_unstorable(view, target), view.floats, 0.0)
+        ints = np.where(view.is_float, safe.astype(np.int64), view.ints)
         return pa.array(ints[keep], pa.int64(), mask=~view.present[keep])
     if pa.types.is_float64(target):
         floats = np.where(view.is_int, view.ints.astype(np.float64), view.floats)
+        for i in np.flatnonzero(view.is_other):
+            if isinstance(view.others[i], int):  # an integer beyond int64, as a float
+                floats[i] = float(view.others[i])
         return pa.array(floats[keep], pa.float64(), mask=~view.present[keep])
     if pa.types.is_boolean(target):
         return pa.array(view.bools[keep], pa.bool_(), mask=~view.present[keep])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,24 @@ def _text_reading(text: str, sub: dict[str, Any]) -> Any:
     return text
 
 
+def _storable(sub: dict[str, Any], value: Any) -> bool:
+    """The one rule beyond JSON Schema: a number must fit the column it is stored in."""
+    declared = sub.get("type", [])
+    kinds = ({declared} if isinstance(declared, str) else set(declared)) - {"null"}
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    if kinds == {"integer"}:
+        return -(2**63) <= value < 2**63
+    if kinds in ({"number"}, {"integer", "number"}) and isinstance(value, int):
+        return abs(value) <= sys.float_info.max
+    return True
+
+
+def _expected(contract: Any, sub: dict[str, Any], records: list[dict[str, Any]]) -> list[bool]:
+    reference = contract.validator()
+    return [reference.is_valid(r) and _storable(sub, r.get("f")) for r in records]
+
+
 def _verdicts(contract: Any, columns: dict[str, tuple[pa.Field, pa.Array]]) -> list[bool]:
     n = len(next(iter(columns.values()))[1])
     rows = pa.array(range(1, n + 1), pa.int64())
@@ -256,14 +275,13 @@ def test_typed_columns_agree_with_jsonschema(
         first = next((type(v) for v in values if v is not None), str)
         values = [v if v is None or type(v) is first else None for v in values]
     contract = _contract(sub, required, closed)
-    reference = contract.validator()
     extra = extra[: len(values)]
     columns = {"f": column_from_values("f", values), "g": column_from_values("g", extra)}
     records = [
         {k: v for k, v in (("f", f), ("g", g)) if v is not None}
         for f, g in zip(values, extra, strict=True)
     ]
-    assert _verdicts(contract, columns) == [reference.is_valid(r) for r in records]
+    assert _verdicts(contract, columns) == _expected(contract, sub, records)
 
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
@@ -273,10 +291,9 @@ def test_csv_text_columns_agree_with_jsonschema(
 ) -> None:
     values = data.draw(st.lists(near_text(sub), min_size=1, max_size=25))
     contract = _contract(sub, required, closed=True)
-    reference = contract.validator()
     column = mark(pa.field("f", pa.string()), TEXT), pa.array(values, pa.string())
     records = [{} if v is None else {"f": _text_reading(v, sub)} for v in values]
-    assert _verdicts(contract, {"f": column}) == [reference.is_valid(r) for r in records]
+    assert _verdicts(contract, {"f": column}) == _expected(contract, sub, records)
 
 
 def test_mixed_values_arrive_as_json_and_keep_their_types() -> None:
@@ -365,8 +382,7 @@ def test_format_checker_knows_resident_ids() -> None:
 
 def _agree(sub: dict[str, Any], values: list[Any]) -> None:
     contract = _contract(sub, required=False, closed=True)
-    reference = contract.validator()
-    expected = [reference.is_valid({} if v is None else {"f": v}) for v in values]
+    expected = _expected(contract, sub, [{} if v is None else {"f": v} for v in values])
     assert _verdicts(contract, {"f": column_from_values("f", values)}) == expected
 
 
@@ -435,3 +451,18 @@ def test_formats_agree_with_jsonschema(fmt: str, data: st.DataObject) -> None:
         )
     )
     _agree({"format": fmt}, values)
+
+
+def test_numbers_the_column_cannot_hold_are_refused_not_stored_wrong() -> None:
+    """JSON Schema calls 1e300 and 2**70 integers; an int64 column cannot hold them."""
+    contract = _contract({"type": "integer"}, required=True, closed=True)
+    column = column_from_values("f", [1e300, 2**70, 5, -(2**63)])
+    assert contract.validator().is_valid({"f": 1e300})  # jsonschema itself accepts it
+    part = batch(pa.array([1, 2, 3, 4], pa.int64()), pa.nulls(4, pa.string()),
+                 pa.nulls(4, pa.string()), [column[0]], [column[1]])  # fmt: skip
+    result = BatchValidator(contract).validate(part)
+    assert [(v["row"], v["keyword"]) for v in result.violations.to_pylist()] == [
+        (1, "storage"),
+        (2, "storage"),
+    ]
+    assert result.accepted.column("f").to_pylist() == [5, -(2**63)]
