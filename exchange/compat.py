@@ -656,8 +656,8 @@ def _undecidable_change(
         return []
     what = (
         f"{keyword} changed from {_show(old[keyword])} to {_show(new[keyword])}; "
-        f"whether one {keyword} admits all the other does cannot be decided in general, "
-        "so the change is treated as breaking both ways"
+        f"whether one {keyword} admits everything the other does cannot be decided in "
+        "general, so the change is treated as breaking both ways"
     )
     return [(keyword, what, _BOTH)]
 
