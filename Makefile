@@ -45,6 +45,7 @@ lint: setup
 bench: setup
 	$(BIN)/python -m tests.bench.bench_synth
 	$(BIN)/python -m tests.bench.bench_publish
+	$(BIN)/python -m tests.bench.bench_ledger
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
