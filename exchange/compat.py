@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from exchange.contracts import FIELD_KEYWORDS
 from exchange.errors import ExchangeError, InvalidArgument
 
 RECORD = "(record)"  # the field name of problems with record-level keywords
@@ -314,21 +315,6 @@ _ANNOTATIONS = frozenset(
         "contentSchema",
     }
 )
-_FIELD_KEYWORDS = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "pattern",
-        "format",
-        "minLength",
-        "maxLength",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-    }
-)
 _RECORD_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties"})
 # Record keywords that change which fields `additionalProperties` governs: with them the
 # per-field comparison below is not sound, so their presence alone is undecidable.
@@ -454,7 +440,7 @@ def _value_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[_Foun
     found.extend(_length_change(old, new, "maxLength"))
     found.extend(_undecidable_change(old, new, "pattern"))
     found.extend(_undecidable_change(old, new, "format"))
-    for keyword in sorted((old.keys() | new.keys()) - _FIELD_KEYWORDS - _ANNOTATIONS):
+    for keyword in sorted((old.keys() | new.keys()) - FIELD_KEYWORDS - _ANNOTATIONS):
         if keyword.startswith("x-"):
             continue
         if _canon(old.get(keyword, _ABSENT)) != _canon(new.get(keyword, _ABSENT)):

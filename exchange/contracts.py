@@ -20,6 +20,13 @@ from exchange import residentid
 from exchange.errors import ExchangeError
 from exchange.paths import schemas_dir
 
+# The per-field keywords dataset contracts use: the validator compiles them, the
+# compatibility check compares them; anything else falls back or counts as undecidable.
+FIELD_KEYWORDS = frozenset(
+    {"type", "enum", "const", "pattern", "format", "minLength", "maxLength",
+     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+)  # fmt: skip
+
 
 class ContractError(ExchangeError):
     """A contract file is missing, malformed, or not a valid JSON Schema."""

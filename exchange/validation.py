@@ -41,7 +41,7 @@ from jsonschema import Draft202012Validator
 
 from connectors.base import JSON, PROBLEM, RAW, ROW, TEXT, value_kind
 from exchange import residentid
-from exchange.contracts import Contract, format_checker
+from exchange.contracts import FIELD_KEYWORDS, Contract, format_checker
 
 ANNOTATIONS = {
     "title",
@@ -52,19 +52,6 @@ ANNOTATIONS = {
     "deprecated",
     "readOnly",
     "writeOnly",
-}
-PROPERTY_KEYWORDS = {
-    "type",
-    "enum",
-    "const",
-    "pattern",
-    "minLength",
-    "maxLength",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "format",
 }
 RECORD_KEYWORDS = {
     "$schema",
@@ -275,7 +262,7 @@ class PropertyRule:
         self.name = name
         self.schema = schema
         self.types = _types(schema)
-        unknown = set(schema) - PROPERTY_KEYWORDS - ANNOTATIONS
+        unknown = set(schema) - FIELD_KEYWORDS - ANNOTATIONS
         fmt = schema.get("format")
         # A keyword or format we do not compile: jsonschema judges every value.
         self.fallback = bool(unknown) or (fmt is not None and fmt not in VECTOR_FORMATS)

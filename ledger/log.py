@@ -33,7 +33,6 @@ receipt and the public keys are all a verifier needs.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -53,7 +52,7 @@ from ledger.checkpoint import (
 from ledger.entries import Entry, encode
 from ledger.errors import LedgerError, ProofError
 from ledger.merkle import HASH_SIZE, leaf_hash
-from ledger.note import NoteVerifier, Signer
+from ledger.note import NoteVerifier, Signer, b64decode_canonical
 from ledger.proofs import HashLike, verify_consistency, verify_inclusion
 from ledger.store import (
     MAX_REPORTED_PROBLEMS,
@@ -97,17 +96,6 @@ class ReceiptInvalid(ProofError):
 
 
 # --- receipts: pure functions ------------------------------------------------------
-
-
-def _b64_canonical(text: str) -> bytes | None:
-    """Standard padded base64 in its one canonical spelling, else None."""
-    if not text.isascii():
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
-        return None
-    return raw if base64.b64encode(raw).decode("ascii") == text else None
 
 
 @dataclass(frozen=True)
@@ -173,7 +161,7 @@ def parse_receipt(receipt: str | bytes) -> Receipt:
     rest = lines[1:]
     extra: bytes | None = None
     if rest and rest[0].startswith("extra "):
-        extra = _b64_canonical(rest[0][len("extra ") :])
+        extra = b64decode_canonical(rest[0][len("extra ") :])
         if extra is None:
             raise ReceiptInvalid("receipt's extra line is not canonical base64")
         rest = rest[1:]
@@ -187,7 +175,7 @@ def parse_receipt(receipt: str | bytes) -> Receipt:
         raise ReceiptInvalid(f"receipt has more than {MAX_PROOF_HASHES} proof hashes")
     proof = []
     for number, line in enumerate(hash_lines, 1):
-        digest = _b64_canonical(line)
+        digest = b64decode_canonical(line)
         if digest is None or len(digest) != HASH_SIZE:
             raise ReceiptInvalid(f"receipt proof line {number} is not base64 of a SHA-256 hash")
         proof.append(digest)

@@ -159,7 +159,7 @@ def encode_verifier_key(name: str, sig_type: int, key: bytes) -> str:
     return f"{name}+{kid.hex()}+{material}"
 
 
-def _b64decode_canonical(text: str) -> bytes | None:
+def b64decode_canonical(text: str) -> bytes | None:
     """Decode standard, padded base64; None unless ``text`` is the one canonical spelling."""
     if not text.isascii():
         return None
@@ -184,7 +184,7 @@ def decode_verifier_key(vkey: str) -> VerifierKey:
     if len(parts) != 3:
         raise ValueError("malformed verifier key: want <name>+<hex key id>+<base64 key>")
     name, hex_id, material = parts
-    raw = _b64decode_canonical(material)
+    raw = b64decode_canonical(material)
     if not is_valid_name(name) or not _HEX8.fullmatch(hex_id) or not raw:
         raise ValueError("malformed verifier key: want <name>+<hex key id>+<base64 key>")
     sig_type, key = raw[0], raw[1:]
@@ -330,7 +330,7 @@ class Signer:
         if not isinstance(skey, str) or not skey.startswith(_PRIVATE_KEY_PREFIX):
             raise ValueError("malformed signer key: want PRIVATE+KEY+<name>+<hex>+<base64>")
         parts = skey[len(_PRIVATE_KEY_PREFIX) :].split("+", 2)
-        raw = _b64decode_canonical(parts[2]) if len(parts) == 3 else None
+        raw = b64decode_canonical(parts[2]) if len(parts) == 3 else None
         if raw is None or not raw or not is_valid_name(parts[0]) or not _HEX8.fullmatch(parts[1]):
             raise ValueError("malformed signer key: want PRIVATE+KEY+<name>+<hex>+<base64>")
         name, hex_id = parts[0], parts[1]
@@ -437,7 +437,7 @@ def parse_note(signed: str | bytes) -> ParsedNote:
         if not line.startswith(SIGNATURE_PREFIX):
             raise NoteInvalid(f"malformed note: signature line {number} does not start with '— '")
         name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
-        raw = _b64decode_canonical(encoded)
+        raw = b64decode_canonical(encoded)
         # 4. A valid key name, and at least a key ID and one byte of signature.
         if not is_valid_name(name) or raw is None or len(raw) <= KEY_ID_SIZE:
             raise NoteInvalid(f"malformed note: signature line {number}")
