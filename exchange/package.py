@@ -38,7 +38,7 @@ from connectors import ROW, SourceConfig
 from exchange import keys
 from exchange.contracts import Contract, load_contract
 from exchange.errors import ExchangeError
-from exchange.store import utc
+from exchange.store import quote, utc
 from exchange.validation import VIOLATIONS, BatchValidator
 
 FORMAT = "onceonly-package/1"
@@ -239,7 +239,7 @@ def _duplicates(work: Path, key: list[str]) -> pa.Table:
     DuckDB groups the keys under a memory limit, spilling to disk, so ten million keys do
     not need ten million keys' worth of memory.
     """
-    names = ", ".join(_quote(k) for k in key)
+    names = ", ".join(quote(k) for k in key)
     con = duckdb.connect()
     try:
         con.execute(f"SET temp_directory = '{work / 'spill'}'")
@@ -248,11 +248,11 @@ def _duplicates(work: Path, key: list[str]) -> pa.Table:
             f"""
             WITH keys AS (SELECT * FROM read_parquet(?)),
                  repeated AS (
-                     SELECT {names}, min({_quote(ROW)}) AS first FROM keys
+                     SELECT {names}, min({quote(ROW)}) AS first FROM keys
                      GROUP BY {names} HAVING count(*) > 1
                  )
-            SELECT k.{_quote(ROW)} AS row, r.first FROM keys k JOIN repeated r USING ({names})
-            WHERE k.{_quote(ROW)} <> r.first ORDER BY row
+            SELECT k.{quote(ROW)} AS row, r.first FROM keys k JOIN repeated r USING ({names})
+            WHERE k.{quote(ROW)} <> r.first ORDER BY row
             """,
             params=[str(work / "keys.parquet")],
         ).to_arrow_table()
@@ -266,10 +266,6 @@ def _duplicates(work: Path, key: list[str]) -> pa.Table:
             "first": found.column("first").cast(pa.int64()),
         }
     )
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _drop_rows(path: Path, rows: pa.ChunkedArray) -> None:

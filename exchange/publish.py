@@ -10,6 +10,7 @@ Re-ingesting data identical to the current publication changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -23,7 +24,14 @@ from exchange import registry
 from exchange.errors import ExchangeError
 from exchange.home import Home
 from exchange.keys import load_private_key
-from exchange.package import DATA, Package, Progress, build_package, verify_package
+from exchange.package import (
+    DATA,
+    Package,
+    Progress,
+    build_package,
+    canonical,
+    verify_package,
+)
 from exchange.quality import require_quality
 from exchange.store import ExchangeStore, dataset_view, db_time, publication_table, scalar
 
@@ -162,10 +170,6 @@ def gate_sample(path: Path, dataset: str, *, seed: int, limit: int = GATE_ROWS) 
 
 
 def _manifest_digest(package: Package) -> str:
-    import hashlib
-
-    from exchange.package import canonical
-
     return hashlib.sha256(canonical(package.manifest)).hexdigest()
 
 
