@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import platform
+import re
 import stat
 import sys
 import urllib.request

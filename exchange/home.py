@@ -61,6 +61,16 @@ class Home:
         return self.keys_dir / "exchange-log.pem"
 
     @property
+    def witness_key(self) -> Path:
+        """The embedded witness's Ed25519 key (the audit office's, in a real deployment)."""
+        return self.keys_dir / "witness.pem"
+
+    @property
+    def witness_state(self) -> Path:
+        """The last checkpoint the embedded witness cosigned, per log origin."""
+        return self.root / "witness" / "state.json"
+
+    @property
     def department_keys(self) -> Path:
         """Departments' signing keys, for departments whose steward works on this machine."""
         return self.keys_dir / "departments"
@@ -103,6 +113,7 @@ class Home:
             "exchange_db": self.exchange_db,
             "ledger_store": self.ledger_store,
             "log_key": self.log_key,
+            "witness_key": self.witness_key,
             "subject_key": self.subject_key,
         }
         return {
@@ -138,13 +149,28 @@ _HOME_ENTRIES = {
     "keys",
     "ledger",
     "packages",
+    "witness",
     "exchange.duckdb",
     "exchange.duckdb.wal",
     "onceonly.json.tmp",
 }
 
 
-def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
+def _new_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def init_home(
+    home: Home,
+    *,
+    now: dt.datetime | None = None,
+    ledger_origin: str = "onceonly.example/exchange",
+    witness_name: str = "audit-office.example/witness",
+) -> Home:
     """Create a home with fresh keys and an empty exchange database."""
     if home.exists():
         raise HomeExists(f"a onceonly home already exists at {home.root}")
@@ -162,13 +188,9 @@ def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
         if not folder.exists():
             folder.mkdir(mode=0o700, parents=True)
             folder.chmod(0o700)  # mkdir's mode is filtered by the umask
-    log_key = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    if not home.log_key.exists():
-        write_secret(home.log_key, log_key)
+    for key_path in (home.log_key, home.witness_key):
+        if not key_path.exists():
+            write_secret(key_path, _new_key_pem())
     if not home.subject_key.exists():
         write_secret(home.subject_key, secrets.token_bytes(32))
 
@@ -176,8 +198,17 @@ def init_home(home: Home, *, now: dt.datetime | None = None) -> Home:
 
     ExchangeStore(home.exchange_db).close()
     home.exchange_db.chmod(0o600)
+    from ledger.store import LedgerStore
+
+    LedgerStore(home.ledger_store).close()
+    home.ledger_store.chmod(0o600)  # SQLite gives its -wal and -shm files the same mode
     # The config file is written last: its presence is what marks a complete home.
-    config = {"format_version": FORMAT_VERSION, "created_at": stamp}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "created_at": stamp,
+        "ledger_origin": ledger_origin,
+        "witness_name": witness_name,
+    }
     tmp = home.config.with_suffix(".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, home.config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from exchange.package import (
 )
 from exchange.quality import require_quality
 from exchange.store import ExchangeStore, dataset_view, db_time, publication_table, scalar
+from ledger.entries import Entry
+from ledger.log import Log
 
 
 class PublicationRefused(ExchangeError):
@@ -56,13 +59,106 @@ def ingest(
     home: Home,
     package_path: Path,
     *,
+    log: Log | None = None,
+    principal: str | None = None,
     now: dt.datetime | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> Publication:
-    """Verify a package and make it the dataset's current publication."""
+    """Verify a package and make it the dataset's current publication.
+
+    Every outcome is a ledger entry (``log``, default: the home's ledger): a publication
+    becomes current only once its entry is durable (the entry is appended inside the
+    database transaction, which commits after it), and a refused package is recorded
+    with the reason before the error reaches the caller. Publication ids are reserved
+    before the entry is written, so an id in the ledger is never reused, even if the
+    process dies between the append and the commit.
+    """
+    if log is None:
+        from exchange.ledgerlink import open_log
+
+        with open_log(home) as home_log:
+            return ingest(
+                store,
+                home,
+                package_path,
+                log=home_log,
+                principal=principal,
+                now=now,
+                before_commit=before_commit,
+            )
+    claimed = _claimed_manifest(package_path)
+    department = _identifier(claimed.get("department"))
+    dataset = _identifier(claimed.get("dataset"))
+    version = _identifier(claimed.get("schema_version"))
+    who = principal or f"steward:{department}"
+    try:
+        return _ingest(store, home, package_path, log, who, now, before_commit)
+    except ExchangeError as problem:
+        # Refused (forged, unregistered, failed its quality gate): on the record, then raised.
+        # A failing ledger raises LedgerError, which is not caught: nothing to record it in.
+        log.append(
+            Entry.publication(
+                department=department,
+                principal=who,
+                dataset=dataset,
+                dataset_version=version if version != "unknown" else "",
+                outcome="refused",
+                reason=_one_line(str(problem)),
+                now=now,
+            )
+        )
+        raise
+
+
+def _claimed_manifest(package_path: Path) -> dict[str, Any]:
+    """What the package says about itself, before anything is verified (for the ledger)."""
     from exchange.package import open_package
 
-    claimed = open_package(package_path).manifest
+    try:
+        return dict(open_package(package_path).manifest)
+    except ExchangeError:
+        return {}
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+
+
+def _identifier(value: object) -> str:
+    """A claimed name as the ledger can hold it; "unknown" when it is not one."""
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else "unknown"
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _reserve_publication_id(store: ExchangeStore) -> int:
+    """The next publication id, committed as used before anything else happens."""
+    with store.transaction() as con:
+        last = scalar(
+            con,
+            "SELECT greatest(coalesce((SELECT max(id) FROM publications), 0), "
+            "coalesce((SELECT CAST(value AS BIGINT) FROM onceonly_meta "
+            "WHERE key = 'last_publication_id'), 0))",
+        )
+        new_id = int(last) + 1
+        con.execute(
+            "INSERT OR REPLACE INTO onceonly_meta VALUES ('last_publication_id', ?)", [str(new_id)]
+        )
+    return new_id
+
+
+def _ingest(
+    store: ExchangeStore,
+    home: Home,
+    package_path: Path,
+    log: Log,
+    principal: str,
+    now: dt.datetime | None,
+    before_commit: Callable[[], None] | None,
+) -> Publication:
+    claimed = _claimed_manifest(package_path)
     department = str(claimed.get("department"))
     package = verify_package(package_path, registry.department_key(store, department))
     manifest = package.manifest
@@ -84,6 +180,7 @@ def ingest(
         return _publication(current, unchanged=True)
 
     previous_rows = int(current["rows_accepted"]) if current else None
+    new_id = _reserve_publication_id(store)
     # Keep the package as it was verified: audits re-verify and re-derive from it.
     kept = home.packages / dataset / package.path.name
     if kept.resolve() != package.path.resolve():
@@ -98,7 +195,6 @@ def ingest(
         gate = pool.submit(require_quality, dataset, sample, previous_rows=previous_rows, rows=rows)
         try:
             with store.transaction() as con:
-                new_id = int(scalar(con, "SELECT coalesce(max(id), 0) + 1 FROM publications"))
                 table = publication_table(new_id)
                 con.execute(
                     f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(kept / DATA)]
@@ -125,6 +221,19 @@ def ingest(
                 )
                 con.execute(
                     f"CREATE OR REPLACE VIEW {dataset_view(dataset)} AS SELECT * FROM {table}"
+                )
+                # Fail closed: the publication commits only once its entry is durable.
+                log.append(
+                    Entry.publication(
+                        department=department,
+                        principal=principal,
+                        dataset=dataset,
+                        dataset_version=version,
+                        outcome="answered",
+                        publication_id=new_id,
+                        manifest_digest=bytes.fromhex(_manifest_digest(package)),
+                        now=now,
+                    )
                 )
                 if before_commit is not None:
                     before_commit()  # a test's window onto an ingest that has not committed
@@ -207,10 +316,11 @@ def publish(
     city: Path | None = None,
     now: dt.datetime | None = None,
     progress: Progress | None = None,
+    principal: str | None = None,
 ) -> tuple[Package, Publication]:
     """The steward's whole path: build and sign the package, then ingest it."""
     signer = department_signer(home, source.department)
     package = build_package(
         source, home.root / "outbox", signer, city=city, now=now, progress=progress
     )
-    return package, ingest(store, home, package.path, now=now)
+    return package, ingest(store, home, package.path, now=now, principal=principal)

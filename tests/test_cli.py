@@ -68,8 +68,8 @@ def test_init_creates_a_private_home(tmp_path: Path) -> None:
     for folder in (home, home / "keys", home / "ledger"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     keys = sorted((home / "keys").iterdir())
-    assert [k.name for k in keys] == ["exchange-log.pem", "ledger-subject.key"]
-    for key in [*keys, home / "exchange.duckdb"]:
+    assert [k.name for k in keys] == ["exchange-log.pem", "ledger-subject.key", "witness.pem"]
+    for key in [*keys, home / "exchange.duckdb", home / "ledger/ledger.sqlite"]:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert b"PRIVATE KEY" in (home / "keys/exchange-log.pem").read_bytes()
 
@@ -101,7 +101,11 @@ def test_status_reports_an_existing_home(tmp_path: Path) -> None:
         "exists": True,
         "mode": "0600",
     }
-    assert files["ledger_store"]["exists"] is False  # the ledger creates its own store
+    assert files["ledger_store"] == {
+        "path": str(tmp_path / "ledger/ledger.sqlite"),
+        "exists": True,
+        "mode": "0600",
+    }
 
 
 def test_init_never_takes_over_a_folder_with_other_files(tmp_path: Path) -> None:

@@ -309,3 +309,72 @@ def test_the_quality_gate_samples_large_publications_and_counts_exactly(tmp_path
     assert "_row" not in sample.column_names  # only the suite's columns are read
     report = check_quality("deaths", sample, previous_rows=None, rows=rows)
     assert (report.results["rows"], report.results["rows_checked"]) == (rows, sample.num_rows)
+
+
+# --- every publication event is a ledger entry (DESIGN.md: fail closed) ---------------
+
+
+def _ledger_entries(home: Home) -> list[Any]:
+    from exchange.ledgerlink import open_log
+    from ledger.entries import decode
+
+    with open_log(home) as log:
+        return [decode(log.entry(i)) for i in range(log.size)]
+
+
+def test_each_publication_and_each_refusal_is_in_the_ledger(tmp_path: Path) -> None:
+    first = tmp_path / "full"
+    generate_city(first, persons=1500, seed=5)
+    truncated = tmp_path / "cut"
+    shutil.copytree(first, truncated)
+    register = truncated / "public_security" / "household_register.csv"
+    lines = register.read_bytes().split(b"\r\n")
+    register.write_bytes(b"\r\n".join(lines[: len(lines) // 2]) + b"\r\n")
+    home, store = make_home(tmp_path / "h")
+    source = load_source(SOURCES / "public_security.household_register.toml")
+    package, kept = publish(store, home, source, city=first, principal="steward:public_security/li")
+    with pytest.raises(QualityFailed):
+        publish(store, home, source, city=truncated)
+    impostor = generate_key(tmp_path / "impostor.pem")
+    forged = build_package(source, tmp_path / "forged", impostor, city=first)
+    with pytest.raises(PackageInvalid):
+        ingest(store, home, forged.path)
+    store.close()
+
+    published, gate, forgery = _ledger_entries(home)
+    assert (published.kind, published.outcome, published.publication_id) == (
+        "publication", "answered", kept.id)  # fmt: skip
+    assert published.principal == "steward:public_security/li"
+    assert published.dataset == "household_register" and published.dataset_version == "1.0.0"
+    manifest = json.loads((package.path / MANIFEST).read_text())
+    from exchange.package import canonical
+
+    assert published.answer_digest == __import__("hashlib").sha256(canonical(manifest)).digest()
+    assert (gate.outcome, forgery.outcome) == ("refused", "refused")
+    assert "row count" in gate.reason
+    assert "registered key" in forgery.reason
+
+
+def test_a_publication_whose_ledger_entry_fails_does_not_become_current(
+    tmp_path: Path, dirty_city: Any
+) -> None:
+    from exchange.ledgerlink import open_log
+    from ledger.store import StoreClosed
+
+    home, store = make_home(tmp_path / "h")
+    source = load_source(SOURCES / "health.deaths.toml")
+    package = build_package(
+        source, tmp_path / "o", department_signer(home, "health"), city=dirty_city[0]
+    )
+    log = open_log(home)
+    log.close()  # a ledger that can no longer write
+    with pytest.raises(StoreClosed):
+        ingest(store, home, package.path, log=log)
+    assert store.one("SELECT count(*) AS n FROM publications") == {"n": 0}
+    assert store.one(
+        "SELECT count(*) AS n FROM duckdb_views() WHERE schema_name = 'published'"
+    ) == {"n": 0}
+    # Once the ledger works again, the same package publishes, under a fresh id.
+    publication = ingest(store, home, package.path)
+    assert publication.id == 2 and _ledger_entries(home)[-1].publication_id == 2
+    store.close()
