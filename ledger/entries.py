@@ -62,6 +62,7 @@ separators, nothing after the last field::
     u64_set  relied_on             publication ids
     hash_set subject_tags
     hash_set subject_commitments
+    text     embargo_until         "YYYY-MM-DD" or empty
 
     text     = uint16 length n, then n bytes of printable ASCII (0x20-0x7E);
                a field that does not apply is the empty text, 0x0000
@@ -88,6 +89,8 @@ Which fields apply (checked when an `Entry` is made, so also by `decode`):
 - ``publication``: ``dataset`` set; no fact, service matter, case, subjects or
   ``relied_on``. A *published* (``answered``) one needs ``publication_id`` and
   ``dataset_version``; its ``answer_digest`` is the SHA-256 of the signed manifest.
+- ``embargo_until`` (asks only): the ask belongs to a covert investigation; the citizen
+  view hides it until that date (auditors always see it). Empty for no embargo.
 - ``answered``: ``answer_digest`` set, ``reason`` empty. ``refused`` / ``error``:
   ``reason`` set, no ``answer_digest`` and no ``relied_on``.
 - identifiers (``department``, ``principal``, ``fact_id``, ``fact_version``,
@@ -152,6 +155,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _LONG_DIGIT_RUN = re.compile(r"[0-9]{15}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _RESIDENT_ID = re.compile(r"[0-9A-Z]{1,64}")
 
 _IDENTIFIER_FIELDS: Final = (
@@ -300,6 +304,7 @@ class Entry:
     relied_on: tuple[int, ...] = ()
     subject_tags: tuple[bytes, ...] = ()
     subject_commitments: tuple[bytes, ...] = ()
+    embargo_until: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in _KIND_CODE:
@@ -319,6 +324,14 @@ class Entry:
             _check_publication_id("publication_id", self.publication_id)
         if self.answer_digest is not None:
             _check_digest("answer_digest", self.answer_digest)
+        _check_text("embargo_until", self.embargo_until, 10)
+        if self.embargo_until:
+            if not _DATE.fullmatch(self.embargo_until):
+                raise EntryInvalid("embargo_until must be a date, YYYY-MM-DD")
+            try:
+                dt.date.fromisoformat(self.embargo_until)
+            except ValueError:
+                raise EntryInvalid(f"embargo_until is not a date: {self.embargo_until}") from None
 
         relied_on = _sorted_set("relied_on", self.relied_on)
         for pub in relied_on:
@@ -362,6 +375,8 @@ class Entry:
                 raise EntryInvalid("a publication needs dataset")
             if self.fact_id or self.fact_version or self.service_matter or self.case_ref:
                 raise EntryInvalid("a publication has no fact, service matter or case")
+            if self.embargo_until:
+                raise EntryInvalid("a publication has no embargo")
             if self.subject_tags or self.subject_commitments or self.relied_on:
                 raise EntryInvalid("a publication has no subjects and relies on nothing")
             if answered and (self.publication_id is None or not self.dataset_version):
@@ -383,6 +398,7 @@ class Entry:
         relied_on: tuple[int, ...] = (),
         subject_tags: tuple[bytes, ...] = (),
         subject_commitments: tuple[bytes, ...] = (),
+        embargo_until: str = "",
         now: dt.datetime | None = None,
     ) -> Entry:
         """Make the entry of one ask, stamped at ``now`` (default: the clock)."""
@@ -401,6 +417,7 @@ class Entry:
             relied_on=relied_on,
             subject_tags=subject_tags,
             subject_commitments=subject_commitments,
+            embargo_until=embargo_until,
         )
 
     @classmethod
@@ -474,6 +491,7 @@ def encode(entry: Entry) -> bytes:
         out += _U16.pack(len(hashes))
         for digest in hashes:
             out += digest
+    out += _text(entry.embargo_until)
     return bytes(out)
 
 
@@ -563,6 +581,7 @@ def decode(data: bytes) -> Entry:
         r.take(DIGEST_SIZE, "subject commitment") for _ in range(r.u16("commitment count"))
     ]
     r.ascending(commitments, "subject commitments")
+    embargo_until = r.text("embargo_until")
     if r.pos != len(raw):
         raise EntryInvalid(f"{len(raw) - r.pos} bytes after the last field")
     entry = Entry(
@@ -583,6 +602,7 @@ def decode(data: bytes) -> Entry:
         relied_on=tuple(relied_on),
         subject_tags=tuple(tags),
         subject_commitments=tuple(commitments),
+        embargo_until=embargo_until,
     )
     # Belt and braces: whatever a check above missed, only the canonical bytes pass.
     if encode(entry) != raw:

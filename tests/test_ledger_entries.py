@@ -93,15 +93,16 @@ KAT_ASK_BYTES = (
     + b"\x00\x02"  # subject commitments: 2, sorted
     + b"\xcc" * 32
     + b"\xdd" * 32
+    + b"\x00\x00"  # embargo_until: none
 )
 KAT_ASK_HEX = (
     "01010014323032362d30352d30395430373a33353a32355a000d636976696c5f61666661697273001d"
     "63617365776f726b65723a636976696c5f616666616972732f77616e67000c69735f6d6f746865725f"
     "6f660005312e302e3000000000000007534d2d30303432000c43412d323032362d3030303101000001"
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f000200000000000000"
-    "030000000000000007" + "0002" + "aa" * 32 + "bb" * 32 + "0002" + "cc" * 32 + "dd" * 32
+    "030000000000000007" + "0002" + "aa" * 32 + "bb" * 32 + "0002" + "cc" * 32 + "dd" * 32 + "0000"
 )
-KAT_ASK_LEAF = "d8ee2436dcb006ddf1bb3f89562b776d5a3bc6f56d59809b2deab906705b20d8"
+KAT_ASK_LEAF = "9155e44f47a214eb885e2614eb9f21128e465e9526478cc81f7e8ae902f579ca"
 
 KAT_PUBLICATION = Entry.publication(
     department="public_security",
@@ -139,6 +140,7 @@ KAT_PUBLICATION_BYTES = (
     + b"\x00\x00"  # relied_on: none
     + b"\x00\x00"  # subject tags: none
     + b"\x00\x00"  # subject commitments: none
+    + b"\x00\x00"  # embargo_until: none
 )
 KAT_PUBLICATION_HEX = (
     "01020014323032362d30352d30395430383a30303a30305a000f7075626c69635f7365637572697479"
@@ -146,8 +148,9 @@ KAT_PUBLICATION_HEX = (
     "0012686f757365686f6c645f72656769737465720005312e322e300000000001000001"
     + "5a" * 32
     + "000000000000"
+    + "0000"
 )
-KAT_PUBLICATION_LEAF = "1a5c40599c2252bf71668356cbde6d950d54a344d85c599240f5dd54af5431fe"
+KAT_PUBLICATION_LEAF = "f990dbe4450fd812adfcb3f6653af2f24e5f437f338413c5b34828926b31cf00"
 
 KATS = [
     pytest.param(KAT_ASK, KAT_ASK_BYTES, KAT_ASK_HEX, KAT_ASK_LEAF, id="ask"),
@@ -308,6 +311,7 @@ def entries(draw: st.DrawFn) -> Entry:
             relied_on=tuple(draw(st.sets(publication_ids, max_size=5))) if answered else (),
             subject_tags=tuple(draw(st.sets(digests, min_size=subjects, max_size=subjects))),
             subject_commitments=tuple(draw(st.sets(digests, min_size=subjects, max_size=subjects))),
+            embargo_until=draw(st.just("") | st.dates().map(lambda d: d.isoformat())),
             **common,
         )
     return Entry(
@@ -479,6 +483,9 @@ BROKEN: dict[str, tuple[Entry, dict[str, Any]]] = {
     "published without version": (KAT_PUBLICATION, {"dataset_version": ""}),
     "publication without dataset": (KAT_PUBLICATION, {"dataset": ""}),
     "publication id 2**63": (KAT_PUBLICATION, {"publication_id": 2**63}),
+    "publication with embargo": (KAT_PUBLICATION, {"embargo_until": "2027-01-01"}),
+    "embargo not a date": (KAT_ASK, {"embargo_until": "2027-02-30"}),
+    "embargo with time": (KAT_ASK, {"embargo_until": "2027-01-01T00:00"}),
 }
 
 
