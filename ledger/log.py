@@ -396,6 +396,18 @@ class Log:
         """The public key of this log (what `verify_receipt` needs)."""
         return self._verifier
 
+    def root(self, size: int | None = None) -> bytes:
+        """The Merkle tree hash of the first ``size`` entries (default: all of them)."""
+        return self._store.root(size)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """The RFC 9162 consistency proof from tree size ``size1`` to ``size2`` (default: all).
+
+        What a witness that last saw ``size1`` needs before cosigning ``size2``.
+        ``ValueError`` unless ``0 <= size1 <= size2 <= size``.
+        """
+        return self._store.consistency_proof(size1, size2)
+
     def latest_checkpoint(self) -> str | None:
         """The signed note of the latest recorded checkpoint, None before the first."""
         latest = self._store.latest_checkpoint()
