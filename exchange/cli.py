@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from connectors.errors import ConnectorError
+from exchange.cli_ledger import ledger_app, witness_app
 from exchange.errors import ExchangeError, InvalidArgument
 from exchange.home import HOME_ENV, Home, init_home
 from exchange.synth import DEFAULT_TODAY
@@ -192,6 +193,8 @@ app.add_typer(dept_app, name="dept")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(schema_app, name="schema")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(witness_app, name="witness")
 
 
 @contextmanager
@@ -519,6 +522,187 @@ def quarantine_show(
     )
     out.print("by rule: " + escape(", ".join(f"{k} {v:,}" for k, v in sorted(by_reason.items()))))
     out.print(_table(f"First {len(rows)} violations", rows, ["row", "field", "keyword", "message"]))
+
+
+# --- caseworkers: facts instead of certificates -----------------------------------------
+
+facts_app = typer.Typer(help="The declared facts a caseworker may ask.", no_args_is_help=True)
+app.add_typer(facts_app, name="facts")
+
+PrincipalOption = Annotated[
+    str, typer.Option("--as", help="Who asks: caseworker:<department>/<user>.")
+]
+PurposeOption = Annotated[
+    str, typer.Option("--purpose", help="Service-matter code from the department's power list.")
+]
+CaseOption = Annotated[str, typer.Option("--case", help="Case reference, e.g. RS-2026-000123.")]
+AsOfOption = Annotated[
+    int | None,
+    typer.Option("--as-of", help="Answer from the data as it stood after this publication id."),
+]
+
+
+@facts_app.command("list")
+def facts_list(as_json: JsonOption = False) -> None:
+    """Every declared fact, with the certificates it replaces."""
+    from exchange.catalogue import certificates_spared
+    from exchange.facts import all_facts
+
+    rows = [
+        {
+            "fact": fact.ref,
+            "result": fact.result_type,
+            "parameters": ", ".join(p.name for p in fact.parameters),
+            "replaces": ", ".join(c.name for c in certificates_spared(fact.id)),
+            "title": fact.title,
+        }
+        for fact in all_facts()
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    out.print(_table("Facts", rows, ["fact", "result", "parameters", "replaces"]))
+
+
+@facts_app.command("show")
+def facts_show(
+    fact: Annotated[str, typer.Argument(help="Fact id, optionally id@version.")],
+    as_json: JsonOption = False,
+) -> None:
+    """A fact's contract: parameters, result, datasets read, query."""
+    from exchange.facts import load_fact
+
+    found = load_fact(fact)
+    described = found.describe() | {"query": found.query}
+    if as_json:
+        _emit_json(described)
+        return
+    out.print(f"[bold]{escape(found.ref)}[/bold] {escape(found.title)}")
+    out.print(escape(found.question))
+    _emit_json(described)
+
+
+def _print_answer(answer: Any) -> None:
+    out.print(
+        f"[green]answered[/green] {escape(answer.fact)}@{escape(answer.version)}: "
+        f"[bold]{escape(json.dumps(answer.result, ensure_ascii=False))}[/bold]"
+    )
+    out.print(
+        f"ledger entry {answer.ledger_index}; relied on publications "
+        f"{', '.join(str(p) for p in answer.relied_on)}"
+    )
+    out.print("receipt (signed by the exchange):")
+    out.file.flush()
+    sys.stdout.write(answer.receipt)  # verbatim: a signed note must not be re-wrapped
+    out.print(f"offline proof once checkpointed: onceonly receipt {answer.ledger_index}")
+
+
+@app.command()
+def ask(
+    fact: Annotated[str, typer.Argument(help="The fact to ask (see `onceonly facts list`).")],
+    principal: PrincipalOption,
+    purpose: PurposeOption,
+    case: CaseOption,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="A parameter, name=value (repeat).")
+    ] = None,
+    as_of: AsOfOption = None,
+    embargo_until: Annotated[
+        str | None,
+        typer.Option(
+            "--embargo-until", help="Covert investigations: hide from the citizen until YYYY-MM-DD."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask one fact for one case: policy, query, ledger entry, then a signed minimal answer."""
+    from exchange.ask import Exchange
+    from exchange.facts import load_fact, parse_param_args
+
+    params = parse_param_args(load_fact(fact), param or [])
+    embargo = _date_option("--embargo-until", embargo_until)
+    with Exchange.open(_home()) as exchange:
+        answer = exchange.ask(
+            fact,
+            params,
+            principal=principal,
+            service_matter=purpose,
+            case_ref=case,
+            as_of=as_of,
+            embargo_until=embargo,
+        )
+    if as_json:
+        _emit_json(answer.to_dict())
+        return
+    _print_answer(answer)
+
+
+def _date_option(name: str, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(f"{name} takes a date, YYYY-MM-DD, got {value!r}") from None
+
+
+@app.command("ask-batch")
+def ask_batch(
+    fact: Annotated[str, typer.Argument(help="The fact to ask for every row.")],
+    params: Annotated[
+        Path,
+        typer.Option(
+            "--params", help="CSV (UTF-8, header row) or Parquet: one column per parameter."
+        ),
+    ],
+    principal: PrincipalOption,
+    purpose: PurposeOption,
+    case: CaseOption,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Where to write the answers (.parquet or .csv).")
+    ],
+    as_of: AsOfOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a whole caseload in one query: one ledger entry per subject, one durable commit."""
+    from exchange.ask import Exchange
+    from exchange.batchio import read_params, write_answers
+
+    table = read_params(params)
+    started = time.perf_counter()
+    with Exchange.open(_home()) as exchange:
+        answers = exchange.ask_batch(
+            fact, table, principal=principal, service_matter=purpose, case_ref=case, as_of=as_of
+        )
+    seconds = time.perf_counter() - started
+    write_answers(answers, out_file)
+    outcomes = answers.column("outcome").to_pylist()
+    summary = {
+        "fact": fact,
+        "rows": answers.num_rows,
+        "answered": outcomes.count("answered"),
+        "refused": outcomes.count("refused"),
+        "first_ledger_index": answers.column("ledger_index")[0].as_py()
+        if answers.num_rows
+        else None,
+        "seconds": round(seconds, 3),
+        "out": str(out_file),
+    }
+    if as_json:
+        _emit_json(summary)
+        return
+    out.print(_table("Batch", [summary], list(summary)))
+
+
+@app.command()
+def receipt(
+    index: Annotated[int, typer.Argument(help="The ledger index printed with the answer.")],
+) -> None:
+    """The offline-verifiable c2sp.org/tlog-proof of an answer's ledger entry."""
+    from exchange.ledgerlink import open_log
+
+    with open_log(_home().require()) as log:
+        sys.stdout.write(log.prove(index))
 
 
 def main(argv: list[str] | None = None) -> int:

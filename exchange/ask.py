@@ -1,0 +1,604 @@
+"""Asking: policy, then the fact's query, then the ledger, and only then the answer.
+
+`Exchange.ask` answers one declared question for a caseworker::
+
+    with Exchange.open(home) as exchange:
+        answer = exchange.ask("person.alive", {"person_id": "…"},
+                              principal="caseworker:hrss/zhang",
+                              service_matter="RS-YL-01", case_ref="RS-2026-000123")
+
+The steps, in this order (DESIGN.md invariants 1, 4, 5, 6):
+
+1. **Policy** (deny by default): principal, power list, grant, case reference, rate
+   limit, embargo rights. A refusal is a ledger entry with a fixed reason, then
+   `AskRefused` (carrying the entry's index).
+2. **Parameters** are checked against the fact contract; a bad value is a refusal too.
+3. **Query**: the publications each dataset is read from are pinned (current, or
+   ``as_of`` a past publication), and the fact's query runs over a parameter table.
+   A failure is an ``error`` entry, then `AskFailed`.
+4. **Ledger**: the entry (who, fact, service matter, case, outcome, the answer's digest,
+   the publications relied on, subjects as keyed tags and salted commitments) is
+   appended and durable before anything else happens. If the append fails, the caller
+   gets the ledger's error and no answer: fail closed.
+5. **Archive**: the question and answer are kept in the home's ask archive (outside the
+   ledger, which holds no personal data), so an auditor can re-derive the answer later.
+6. **Answer**: the result, with the ledger index and a receipt note signed by the
+   exchange's log key over the answer digest. Once a checkpoint covers the entry,
+   `Exchange.proof(index)` gives the offline-verifiable c2sp.org/tlog-proof.
+
+The answer digest is ``SHA-256("onceonly-answer-v1" 0x00 || nonce || canonical JSON)``
+of the fact, parameters, result, publications relied on and time; the 16-byte random
+nonce travels with the answer (and the archive) and keeps the digest from being
+brute-forced back to a resident ID, which has too few possible values to hide alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exchange.errors import ExchangeError
+from exchange.facts import (
+    Fact,
+    FactError,
+    InvalidParameters,
+    evaluate,
+    load_fact,
+    parameter_table,
+    pin_publications,
+    result_column,
+    result_value,
+)
+from exchange.home import Home
+from exchange.ledgerlink import log_signer, open_log, subject_key
+from exchange.policy import Policy, RateLimiter, load_policy, parse_principal
+from exchange.store import ExchangeStore, utc
+from ledger.entries import Entry, subject_commitment, subject_tag, utc_time
+from ledger.log import Log
+from ledger.note import sign_note
+
+ANSWER_DOMAIN = b"onceonly-answer-v1\x00"
+RECEIPT_HEADER = "onceonly answer receipt v1"
+_IDENTIFIER_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-"
+)
+
+
+class AskRefused(ExchangeError):
+    """Policy (or the parameters) refused the ask; the refusal is ledger entry ``index``."""
+
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(f"refused: {reason} (ledger entry {index})")
+        self.reason, self.index = reason, index
+
+
+class AskFailed(ExchangeError):
+    """The fact could not be answered; the failure is ledger entry ``index``."""
+
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(f"failed: {reason} (ledger entry {index})")
+        self.reason, self.index = reason, index
+
+
+@dataclass(frozen=True)
+class Answer:
+    fact: str
+    version: str
+    result: object
+    relied_on: tuple[int, ...]
+    ledger_index: int
+    time: str
+    params: dict[str, object] = field(repr=False)
+    nonce: str = field(repr=False)  # hex; with the answer, anyone can recompute the digest
+    digest: str  # hex, as in the ledger entry
+    receipt: str  # signed note over the digest
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"relied_on": list(self.relied_on)}
+
+
+def canonical_answer(
+    fact_ref: str,
+    params: Mapping[str, object],
+    result: object,
+    relied_on: tuple[int, ...],
+    time: str,
+) -> bytes:
+    document = {
+        "fact": fact_ref,
+        "params": dict(params),
+        "result": result,
+        "relied_on": sorted(relied_on),
+        "time": time,
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def answer_digest(canonical: bytes, nonce: bytes) -> bytes:
+    return hashlib.sha256(ANSWER_DOMAIN + nonce + canonical).digest()
+
+
+def _identifier(text: object) -> str:
+    """A caller-supplied name as a ledger identifier, or "unknown" (never free text)."""
+    if not isinstance(text, str) or not 0 < len(text) <= 128:
+        return "unknown"
+    return text if set(text) <= _IDENTIFIER_CHARS and text[0].isalnum() else "unknown"
+
+
+class AskArchive:
+    """The exchange's record of each answered question: parameters, result, nonce.
+
+    Kept in the home (0600), outside the ledger: it holds the resident IDs the ledger
+    must not. Auditors re-derive answers from it; it is keyed by ledger index.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = not path.exists()
+        self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if fresh:
+            path.chmod(0o600)
+        self._con.execute("PRAGMA journal_mode = WAL")
+        self._con.execute("PRAGMA synchronous = NORMAL")
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS asks (ledger_index INTEGER PRIMARY KEY, fact TEXT NOT NULL,"
+            " params TEXT NOT NULL, result TEXT NOT NULL, relied_on TEXT NOT NULL,"
+            " time TEXT NOT NULL, nonce TEXT NOT NULL, digest TEXT NOT NULL)"
+        )
+        self._lock = threading.Lock()
+
+    def record(self, rows: list[tuple[int, str, str, str, str, str, str, str]]) -> None:
+        with self._lock:
+            self._con.execute("BEGIN")
+            self._con.executemany(
+                "INSERT OR REPLACE INTO asks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            self._con.execute("COMMIT")
+
+    def get(self, index: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT fact, params, result, relied_on, time, nonce, digest FROM asks"
+                " WHERE ledger_index = ?",
+                [index],
+            ).fetchone()
+        if row is None:
+            return None
+        fact, params, result, relied_on, time, nonce, digest = row
+        return {
+            "ledger_index": index,
+            "fact": fact,
+            "params": json.loads(params),
+            "result": json.loads(result),
+            "relied_on": json.loads(relied_on),
+            "time": time,
+            "nonce": nonce,
+            "digest": digest,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+def archive_path(home: Home) -> Path:
+    return home.root / "asks" / "archive.sqlite"
+
+
+class Exchange:
+    """The exchange as a caseworker meets it: ask, ask a batch, fetch a proof."""
+
+    def __init__(
+        self,
+        home: Home,
+        store: ExchangeStore,
+        log: Log,
+        *,
+        policy: Policy | None = None,
+        archive: AskArchive | None = None,
+    ) -> None:
+        self.home, self.store, self.log = home, store, log
+        self.policy = policy or load_policy()
+        self.limits = RateLimiter(self.policy.per_minute, self.policy.per_day)
+        self.archive = archive or AskArchive(archive_path(home))
+        self._subject_key = subject_key(home)
+        self._signer = log_signer(home)
+        self._local = threading.local()
+
+    @classmethod
+    @contextmanager
+    def open(cls, home: Home, *, policy: Policy | None = None) -> Iterator[Exchange]:
+        """The home's exchange: its database (the one writer), ledger and ask archive."""
+        home.require()
+        store = ExchangeStore(home.exchange_db)
+        try:
+            with open_log(home) as log:
+                exchange = cls(home, store, log, policy=policy)
+                try:
+                    yield exchange
+                finally:
+                    exchange.archive.close()
+        finally:
+            store.close()
+
+    def _case_ref(self, text: str) -> str:
+        """The case reference as the ledger records it: only a well-formed one, else ""."""
+        return text if isinstance(text, str) and self.policy.case_ref.fullmatch(text) else ""
+
+    def _cursor(self) -> Any:
+        """A DuckDB cursor for this thread (DuckDB: one cursor per thread)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self.store.con.cursor()
+        return cursor
+
+    # --- one ask ----------------------------------------------------------------------
+
+    def ask(
+        self,
+        fact_id: str,
+        params: Mapping[str, object],
+        *,
+        principal: str,
+        service_matter: str,
+        case_ref: str,
+        as_of: int | None = None,
+        embargo_until: dt.date | None = None,
+        now: dt.datetime | None = None,
+    ) -> Answer:
+        """Answer one fact for one case, ledgered first (see the module docstring)."""
+        now = utc(now)
+        time = utc_time(now)
+        who = parse_principal(principal)
+        department = who.department if who else "unknown"
+        embargo = embargo_until.isoformat() if embargo_until else ""
+
+        def entry(outcome: str, **extra: Any) -> Entry:
+            return Entry(
+                kind="ask",
+                time=time,
+                department=department,
+                principal=_identifier(principal),
+                outcome=outcome,  # type: ignore[arg-type]
+                fact_id=_identifier(fact.id if fact else fact_id),
+                fact_version=fact.version if fact else "unknown",
+                service_matter=_identifier(service_matter) if service_matter else "",
+                case_ref=self._case_ref(case_ref),
+                embargo_until=embargo,
+                **extra,
+            )
+
+        def refuse(reason: str, subjects: tuple[bytes, ...] = (), salt: bytes = b"") -> AskRefused:
+            tags, commitments = self._subjects(subjects, salt)
+            index = self.log.append(
+                entry("refused", reason=reason, subject_tags=tags, subject_commitments=commitments)
+            )
+            return AskRefused(reason, index)
+
+        fact: Fact | None = None
+        try:
+            fact = load_fact(fact_id)
+        except FactError:
+            raise refuse("unknown fact") from None
+        reason = self.policy.check(who, fact.id, service_matter, case_ref, embargo=bool(embargo))
+        if reason is None and not self.limits.allow(principal, now):
+            reason = "rate limit exceeded"
+        salt = secrets.token_bytes(16)
+        subject_ids = self._valid_subjects(fact, params)
+        if reason:
+            raise refuse(reason, subject_ids, salt)
+        try:
+            table, ok = parameter_table(fact, [dict(params)], today=now.date())
+        except InvalidParameters:
+            raise refuse("parameters do not fit the fact contract", subject_ids, salt) from None
+        if not ok[0].as_py():
+            raise refuse("parameters do not fit the fact contract", subject_ids, salt)
+        try:
+            cursor = self._cursor()
+            sources = pin_publications(cursor, fact, as_of=as_of)
+            answers = evaluate(cursor, fact, table, sources)
+            result = result_value(fact, answers.column("answer")[0].as_py())
+        except (FactError, ExchangeError) as problem:
+            index = self.log.append(entry("error", reason=_reason(problem)))
+            raise AskFailed(str(problem), index) from problem
+        relied_on = tuple(sorted(s.publication_id for s in sources))
+        clean = {p.name: _jsonable(table.column(p.name)[0].as_py()) for p in fact.parameters}
+        canonical = canonical_answer(fact.ref, clean, result, relied_on, time)
+        digest = answer_digest(canonical, salt)
+        tags, commitments = self._subjects(subject_ids, salt)
+        # Fail closed: nothing below runs unless the entry is durable.
+        index = self.log.append(
+            entry(
+                "answered",
+                answer_digest=digest,
+                relied_on=relied_on,
+                subject_tags=tags,
+                subject_commitments=commitments,
+            )
+        )
+        self.archive.record(
+            [
+                (
+                    index,
+                    fact.ref,
+                    json.dumps(clean, ensure_ascii=False, sort_keys=True),
+                    json.dumps(result),
+                    json.dumps(list(relied_on)),
+                    time,
+                    salt.hex(),
+                    digest.hex(),
+                )
+            ]
+        )
+        return Answer(
+            fact=fact.id,
+            version=fact.version,
+            result=result,
+            relied_on=relied_on,
+            ledger_index=index,
+            time=time,
+            params=clean,
+            nonce=salt.hex(),
+            digest=digest.hex(),
+            receipt=self._receipt(index, fact.ref, digest, time),
+        )
+
+    def _valid_subjects(self, fact: Fact, params: Mapping[str, object]) -> tuple[bytes, ...]:
+        """The subjects' resident IDs that can be tagged (well-formed ones only)."""
+        from exchange.residentid import problem
+
+        found = []
+        for parameter in fact.subjects:
+            value = params.get(parameter.name)
+            if isinstance(value, str) and problem(value.strip()) is None:
+                found.append(value.strip().encode())
+        return tuple(dict.fromkeys(found))
+
+    def _subjects(
+        self, resident_ids: tuple[bytes, ...], salt: bytes
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        if not resident_ids:
+            return (), ()
+        tags = tuple(subject_tag(self._subject_key, rid.decode()) for rid in resident_ids)
+        commitments = tuple(subject_commitment(rid.decode(), salt) for rid in resident_ids)
+        return tags, commitments
+
+    def _receipt(self, index: int, fact_ref: str, digest: bytes, time: str) -> str:
+        import base64
+
+        body = (
+            f"{RECEIPT_HEADER}\n{self.log.origin}\nindex {index}\nfact {fact_ref}\n"
+            f"time {time}\ndigest {base64.b64encode(digest).decode()}\n"
+        )
+        return sign_note(body, [self._signer])
+
+    def subject_tag(self, resident_id: str) -> bytes:
+        """The ledger tag of a resident (for the citizen report and auditors)."""
+        return subject_tag(self._subject_key, resident_id)
+
+    # --- a batch ----------------------------------------------------------------------
+
+    def ask_batch(
+        self,
+        fact_id: str,
+        rows: pa.Table,
+        *,
+        principal: str,
+        service_matter: str,
+        case_ref: str,
+        as_of: int | None = None,
+        now: dt.datetime | None = None,
+    ) -> pa.Table:
+        """Answer a whole caseload in one query: one ledger entry per subject, one commit.
+
+        Returns the rows with ``answer``, ``outcome`` (answered / refused),
+        ``ledger_index`` and ``reason``. A row whose values do not fit the contract is
+        refused alone; a policy refusal refuses the batch (one entry) and raises.
+        """
+        now = utc(now)
+        time = utc_time(now)
+        who = parse_principal(principal)
+        try:
+            fact = load_fact(fact_id)
+        except FactError:
+            fact = None
+        reason = (
+            "unknown fact"
+            if fact is None
+            else self.policy.check(who, fact.id, service_matter, case_ref)
+        )
+        if reason is None and not self.limits.allow(principal, now):
+            reason = "rate limit exceeded"
+        if reason is not None or fact is None:
+            index = self.log.append(
+                Entry(
+                    kind="ask",
+                    time=time,
+                    department=who.department if who else "unknown",
+                    principal=_identifier(principal),
+                    outcome="refused",
+                    fact_id=_identifier(fact.id if fact else fact_id),
+                    fact_version=fact.version if fact else "unknown",
+                    service_matter=_identifier(service_matter) if service_matter else "",
+                    case_ref=self._case_ref(case_ref),
+                    reason=reason or "unknown fact",
+                )
+            )
+            raise AskRefused(reason or "unknown fact", index)
+        assert who is not None
+        table, ok = parameter_table(fact, rows, today=now.date())
+        good = pc.filter(table, ok)
+        try:
+            cursor = self._cursor()
+            sources = pin_publications(cursor, fact, as_of=as_of)
+            answered = evaluate(
+                cursor,
+                fact,
+                good.set_column(0, "_n", pa.array(range(good.num_rows), pa.int64())),
+                sources,
+            )
+            results = result_column(fact, answered.column("answer"))
+        except (FactError, ExchangeError) as problem:
+            index = self.log.append(
+                Entry.ask(
+                    department=who.department,
+                    principal=principal,
+                    fact_id=fact.id,
+                    fact_version=fact.version,
+                    service_matter=service_matter,
+                    case_ref=case_ref,
+                    outcome="error",
+                    reason=_reason(problem),
+                    now=now,
+                )
+            )
+            raise AskFailed(str(problem), index) from problem
+        relied_on = tuple(sorted(s.publication_id for s in sources))
+        return self._ledger_batch(
+            rows,
+            fact,
+            who.department,
+            principal,
+            service_matter,
+            case_ref,
+            time,
+            table,
+            ok,
+            good,
+            results,
+            relied_on,
+        )
+
+    def _ledger_batch(
+        self,
+        given: pa.Table,
+        fact: Fact,
+        department: str,
+        principal: str,
+        service_matter: str,
+        case_ref: str,
+        time: str,
+        table: pa.Table,
+        ok: pa.Array,
+        good: pa.Table,
+        results: pa.Array,
+        relied_on: tuple[int, ...],
+    ) -> pa.Table:
+        names = [p.name for p in fact.parameters]
+        subject_names = [p.name for p in fact.subjects]
+        ok_list = ok.to_pylist()
+        result_list = [_jsonable(v) for v in results.to_pylist()]
+        good_rows = good.select(names).to_pylist()
+        raw_subjects = table.select(subject_names).to_pylist()
+        entries: list[Entry] = []
+        archive_rows = []
+        nonces: list[str] = []
+        good_i = 0
+        common: dict[str, Any] = {
+            "kind": "ask",
+            "time": time,
+            "department": department,
+            "principal": principal,
+            "fact_id": fact.id,
+            "fact_version": fact.version,
+            "service_matter": service_matter,
+            "case_ref": case_ref,
+        }
+        for n, fits in enumerate(ok_list):
+            salt = secrets.token_bytes(16)
+            ids = tuple(
+                dict.fromkeys(v.encode() for v in raw_subjects[n].values() if isinstance(v, str))
+            )
+            if fits:
+                clean = {k: _jsonable(v) for k, v in good_rows[good_i].items()}
+                result = result_list[good_i]
+                good_i += 1
+                digest = answer_digest(
+                    canonical_answer(fact.ref, clean, result, relied_on, time), salt
+                )
+                tags, commitments = self._subjects(ids, salt)
+                entries.append(
+                    Entry(
+                        outcome="answered",
+                        answer_digest=digest,
+                        relied_on=relied_on,
+                        subject_tags=tags,
+                        subject_commitments=commitments,
+                        **common,
+                    )
+                )
+                archive_rows.append((fact.ref, clean, result, digest.hex()))
+            else:
+                entries.append(
+                    Entry(
+                        outcome="refused",
+                        reason="parameters do not fit the fact contract",
+                        **common,
+                    )
+                )
+                archive_rows.append(None)  # type: ignore[arg-type]
+            nonces.append(salt.hex())
+        # One durable commit for the whole caseload; nothing is returned before it.
+        indexes = self.log.append_many(entries)
+        self.archive.record(
+            [
+                (
+                    index,
+                    row[0],
+                    json.dumps(row[1], ensure_ascii=False, sort_keys=True),
+                    json.dumps(row[2]),
+                    json.dumps(list(relied_on)),
+                    time,
+                    nonce,
+                    row[3],
+                )
+                for index, row, nonce in zip(indexes, archive_rows, nonces, strict=True)
+                if row is not None
+            ]
+        )
+        answers: list[object] = []
+        good_i = 0
+        for fits in ok_list:
+            answers.append(result_list[good_i] if fits else None)
+            good_i += bool(fits)
+        out = given.select(names)  # as the caseworker gave them, refused rows included
+        out = out.append_column("answer", pa.array(answers))
+        out = out.append_column(
+            "outcome", pa.array(["answered" if f else "refused" for f in ok_list])
+        )
+        out = out.append_column(
+            "reason",
+            pa.array(["" if f else "parameters do not fit the fact contract" for f in ok_list]),
+        )
+        out = out.append_column("ledger_index", pa.array(indexes, pa.int64()))
+        out = out.append_column("nonce", pa.array(nonces))
+        return out
+
+    # --- proofs -----------------------------------------------------------------------
+
+    def proof(self, index: int) -> str:
+        """The c2sp.org/tlog-proof of ledger entry ``index`` (once a checkpoint covers it)."""
+        return self.log.prove(index)
+
+
+def _reason(problem: Exception) -> str:
+    """A fixed-form reason for the ledger: the error's class, never its (data-bearing) text."""
+    return f"fact could not be answered ({type(problem).__name__})"
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
