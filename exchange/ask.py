@@ -55,9 +55,11 @@ from exchange.facts import (
     FactError,
     InvalidParameters,
     evaluate,
+    evaluate_one,
     load_fact,
     parameter_table,
     pin_publications,
+    published,
     result_column,
     result_value,
 )
@@ -216,6 +218,11 @@ class Exchange:
         self._subject_key = subject_key(home)
         self._signer = log_signer(home)
         self._local = threading.local()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read which publications exist (after an ingest by this process)."""
+        self._published = published(self._cursor())
 
     @classmethod
     @contextmanager
@@ -307,9 +314,8 @@ class Exchange:
             raise refuse("parameters do not fit the fact contract", subject_ids, salt)
         try:
             cursor = self._cursor()
-            sources = pin_publications(cursor, fact, as_of=as_of)
-            answers = evaluate(cursor, fact, table, sources)
-            result = result_value(fact, answers.column("answer")[0].as_py())
+            sources = pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
+            result = result_value(fact, evaluate_one(cursor, fact, table, sources))
         except (FactError, ExchangeError) as problem:
             index = self.log.append(entry("error", reason=_reason(problem)))
             raise AskFailed(str(problem), index) from problem
@@ -442,7 +448,7 @@ class Exchange:
         good = pc.filter(table, ok)
         try:
             cursor = self._cursor()
-            sources = pin_publications(cursor, fact, as_of=as_of)
+            sources = pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
             answered = evaluate(
                 cursor,
                 fact,

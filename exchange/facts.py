@@ -484,26 +484,43 @@ class Source:
     relation: str
 
 
-def pin_publications(con: Any, fact: Fact, *, as_of: int | None = None) -> list[Source]:
+Published = Mapping[str, list[tuple[int, str]]]
+"""Each dataset's publications as (id, schema version), newest first: `published(con)`."""
+
+
+def published(con: Any) -> dict[str, list[tuple[int, str]]]:
+    """A snapshot of every dataset's publications (the exchange caches it between asks)."""
+    rows = con.execute("SELECT dataset, id, version FROM publications ORDER BY id DESC").fetchall()
+    out: dict[str, list[tuple[int, str]]] = {}
+    for dataset, publication_id, version in rows:
+        out.setdefault(str(dataset), []).append((int(publication_id), str(version)))
+    return out
+
+
+def pin_publications(
+    con: Any, fact: Fact, *, as_of: int | None = None, snapshot: Published | None = None
+) -> list[Source]:
     """The publication of each dataset the fact reads: current, or as of publication ``as_of``.
 
     "As of N" means the data as it stood right after publication N: for each dataset,
     its latest publication with an id up to N. A dataset not yet published, or published
     under a schema version outside the fact's declared range, is a `FactError`.
+    ``snapshot`` (from `published`) saves the catalogue query on every ask.
     """
     from exchange.store import publication_table
 
+    known = snapshot if snapshot is not None else published(con)
     sources = []
     for reads in fact.reads:
-        found = con.execute(
-            "SELECT id, version FROM publications WHERE dataset = ? AND id <= ? "
-            "ORDER BY id DESC LIMIT 1",
-            [reads.dataset, as_of if as_of is not None else 2**62],
-        ).fetchall()  # fetch to the end: DuckDB 2.0 results stream
+        found = [
+            (pid, version)
+            for pid, version in known.get(reads.dataset, [])
+            if as_of is None or pid <= as_of
+        ]
         if not found:
             when = f" as of publication {as_of}" if as_of is not None else ""
             raise FactError(f"{fact.ref} reads {reads.dataset}, which has no publication{when}")
-        publication_id, version = int(found[0][0]), str(found[0][1])
+        publication_id, version = found[0]
         if not reads.admits(version):
             raise FactError(
                 f"{fact.ref} reads {reads.dataset} {reads.versions}; "
@@ -537,3 +554,28 @@ def evaluate(con: Any, fact: Fact, params: pa.Table, sources: list[Source]) -> p
             "its query must return one row per _n"
         )
     return table.combine_chunks()
+
+
+_SQL_TYPES = {"integer": "BIGINT", "date": "DATE"}
+
+
+def evaluate_one(con: Any, fact: Fact, params: pa.Table, sources: list[Source]) -> object:
+    """One question's answer: the same query, its parameters bound as named values.
+
+    For a single ask this skips registering an Arrow table: the parameter relation is a
+    one-row SELECT of bound parameters (``$p_<name>``), still never SQL text.
+    """
+    row = params.slice(0, 1).to_pylist()[0]
+    columns = ", ".join(
+        [
+            f"CAST($p_{p.name} AS {_SQL_TYPES.get(p.type, 'VARCHAR')}) AS {p.name}"
+            for p in fact.parameters
+        ]
+    )
+    relation = f"(SELECT CAST(0 AS BIGINT) AS _n, {columns}, CAST($p__today AS DATE) AS _today)"
+    sql = fact.sql(relation, {s.dataset: s.relation for s in sources})
+    values = {f"p_{p.name}": row[p.name] for p in fact.parameters} | {"p__today": row["_today"]}
+    found = con.execute(f"SELECT answer FROM ({sql})", values).fetchall()
+    if len(found) != 1:
+        raise FactError(f"{fact.ref} returned {len(found)} rows for one question, not 1")
+    return found[0][0]
