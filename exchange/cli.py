@@ -472,8 +472,31 @@ def demo(
             on_publication=lambda dataset: _tracker(bar, dataset),
         )
     rows = _publication_rows(result.publications)
+    from exchange.demo import ask_catalogue
+
+    asked = ask_catalogue(home)
+    ask_rows = [
+        {
+            "certificate": a.certificate,
+            "fact": a.fact,
+            "asked by": f"{a.asked_by} ({a.service_matter})",
+            "answer": a.outcome
+            if a.outcome == "refused"
+            else json.dumps(a.answer, ensure_ascii=False),
+            "ledger": a.ledger_index,
+        }
+        for a in asked.asks
+    ]
     if as_json:
-        _emit_json({"city": result.city.to_dict(), "publications": rows})
+        _emit_json(
+            {
+                "city": result.city.to_dict(),
+                "publications": rows,
+                "asks": [a.__dict__ for a in asked.asks],
+                "checkpoint": asked.checkpoint,
+                "ledger_verified": asked.verified,
+            }
+        )
         return
     summary = result.city
     planted = sum(summary.faults_by_kind.values())
@@ -484,6 +507,29 @@ def demo(
     )
     out.print(f"Exchange home: {escape(str(home.root))}")
     _print_publications(rows)
+    out.print()
+    out.print(
+        "Caseworkers ask facts instead of sending the citizen for certificates; "
+        "every ask, answered or refused, is a ledger entry first:"
+    )
+    out.print(
+        _table(
+            "Certificates replaced by ledgered answers",
+            ask_rows,
+            ["certificate", "fact", "asked by", "answer", "ledger"],
+        )
+    )
+    verdict = "[green]verified[/green]" if asked.verified else "[red]FAILED[/red]"
+    out.print(
+        f"Ledger: {asked.ledger_size:,} entries; checkpoint signed by the exchange and "
+        f"cosigned by the audit office's witness; full verification {verdict}."
+    )
+    for problem in asked.problems:
+        out.print(f"  {escape(problem)}")
+    out.print(
+        "Try: onceonly ask person.alive --param person_id=<ID> --as caseworker:hrss/you "
+        "--purpose RS-YL-01 --case RS-2026-000001"
+    )
 
 
 @quarantine_app.command("show")
