@@ -1,0 +1,380 @@
+"""The caseworker path: policy, fail-closed ledgering, minimal signed answers, batches.
+
+Invariants checked here (DESIGN.md): fail closed (no answer without a durable ledger
+entry; refusals and errors are entries too), minimal disclosure (answers name the
+publications they relied on and can be re-derived as of them), no personal data in the
+ledger, deny by default, injectable time.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from exchange import demo
+from exchange.ask import AskRefused, Exchange, answer_digest, canonical_answer
+from exchange.facts import all_facts, evaluate, pin_publications
+from exchange.home import Home
+from exchange.ledgerlink import log_verifier, open_log
+from exchange.policy import load_policy
+from exchange.residentid import check_character
+from exchange.store import ExchangeStore
+from ledger.entries import decode
+from ledger.errors import LedgerError
+from ledger.log import verify_receipt
+from ledger.note import verify_note
+
+NOW = dt.datetime(2026, 7, 1, 9, 30, tzinfo=dt.UTC)
+HRSS = {"principal": "caseworker:hrss/zhang", "service_matter": "RS-YL-01"}
+CASE = "RS-2026-000123"
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("ask")
+    home = Home(root / "home")
+    demo.run(home, root / "city", persons=3000, seed=7, dirty_rate=0.0)
+    store = ExchangeStore(home.exchange_db)
+    rows = store.rows(
+        'SELECT id_number, status FROM published."household_register" ORDER BY id_number'
+    )
+    dead = {r["person_id"] for r in store.rows('SELECT person_id FROM published."deaths"')}
+    store.close()
+    alive = [r["id_number"] for r in rows if r["status"] == "正常" and r["id_number"] not in dead]
+    return {"home": home, "root": root, "alive": alive, "dead": sorted(dead)}
+
+
+def _entries(home: Home) -> list[Any]:
+    with open_log(home) as log:
+        return [decode(log.entry(i)) for i in range(log.size)]
+
+
+def test_an_answer_is_minimal_signed_and_ledgered_first(city: dict[str, Any]) -> None:
+    person = city["alive"][0]
+    with Exchange.open(city["home"]) as exchange:
+        answer = exchange.ask("person.alive", {"person_id": person}, case_ref=CASE, now=NOW, **HRSS)
+        entry = decode(exchange.log.entry(answer.ledger_index))
+    assert answer.result is True
+    assert (entry.kind, entry.outcome, entry.fact_id) == ("ask", "answered", "person.alive")
+    assert (entry.principal, entry.service_matter, entry.case_ref) == (
+        HRSS["principal"],
+        "RS-YL-01",
+        CASE,
+    )
+    assert entry.time == "2026-07-01T09:30:00Z"  # injectable time
+    assert entry.relied_on == answer.relied_on and len(answer.relied_on) == 4
+    # The digest in the ledger is recomputable from the answer the caseworker holds.
+    canonical = canonical_answer(
+        "person.alive@1.0.0", answer.params, answer.result, answer.relied_on, answer.time
+    )
+    assert entry.answer_digest == answer_digest(canonical, bytes.fromhex(answer.nonce))
+    assert entry.answer_digest.hex() == answer.digest
+    # The receipt is a note signed by the exchange's log key over that digest.
+    text, _, _ = verify_note(answer.receipt, [log_verifier(city["home"])])
+    assert f"index {answer.ledger_index}\n" in text
+    assert base64.b64encode(entry.answer_digest).decode() in text
+    # The subject is in the entry only as a keyed tag.
+    with Exchange.open(city["home"]) as exchange:
+        assert entry.subject_tags == (exchange.subject_tag(person),)
+
+
+def test_the_answer_follows_the_data(city: dict[str, Any]) -> None:
+    with Exchange.open(city["home"]) as exchange:
+        dead = exchange.ask("person.alive", {"person_id": city["dead"][0]}, case_ref=CASE, **HRSS)
+    assert dead.result is False
+
+
+REFUSALS = {
+    "no grant": ({"principal": "caseworker:education/li", "service_matter": "JY-RX-01"}, CASE,
+                 "no grant for this fact and service matter"),
+    "not on the power list": ({"principal": "caseworker:hrss/zhang", "service_matter": "JY-RX-01"},
+                              CASE, "service matter is not on the department's power list"),
+    "auditors do not ask": ({"principal": "auditor:audit/wu", "service_matter": "RS-YL-01"}, CASE,
+                            "role auditor may not ask facts"),
+    "malformed principal": ({"principal": "zhang", "service_matter": "RS-YL-01"}, CASE,
+                            "malformed principal"),
+    "no case": (HRSS, "", "no case reference"),
+    "malformed case": (HRSS, "whatever 110105194912310021", "malformed case reference"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("who", "case", "reason"), REFUSALS.values(), ids=REFUSALS.keys())
+def test_refusals_are_ledger_entries_with_their_reason(
+    city: dict[str, Any], who: dict[str, str], case: str, reason: str
+) -> None:
+    person = city["alive"][1]
+    with Exchange.open(city["home"]) as exchange:
+        with pytest.raises(AskRefused) as refused:
+            exchange.ask("person.alive", {"person_id": person}, case_ref=case, **who)
+        entry = decode(exchange.log.entry(refused.value.index))
+        tag = exchange.subject_tag(person)
+    assert entry.outcome == "refused" and entry.reason.startswith(reason)
+    assert entry.answer_digest is None and entry.relied_on == ()
+    assert entry.subject_tags == (tag,)  # the citizen can see the refused ask too
+
+
+def test_bad_parameters_and_unknown_facts_are_refused_on_the_record(city: dict[str, Any]) -> None:
+    good = city["alive"][2]
+    bad = good[:17] + ("0" if good[17] != "0" else "1")  # a wrong check character
+    with Exchange.open(city["home"]) as exchange:
+        with pytest.raises(AskRefused, match="parameters do not fit") as refused:
+            exchange.ask("person.alive", {"person_id": bad}, case_ref=CASE, **HRSS)
+        assert decode(exchange.log.entry(refused.value.index)).subject_tags == ()
+        with pytest.raises(AskRefused, match="unknown fact"):
+            exchange.ask("person.immortal", {"person_id": good}, case_ref=CASE, **HRSS)
+
+
+def test_fail_closed_no_answer_without_a_durable_entry(city: dict[str, Any]) -> None:
+    home = city["home"]
+    with Exchange.open(home) as exchange:
+        before = exchange.log.size
+        exchange.log.close()  # the ledger can no longer write: as if its disk failed
+        with pytest.raises(LedgerError):
+            exchange.ask("person.alive", {"person_id": city["alive"][3]}, case_ref=CASE, **HRSS)
+        with pytest.raises(LedgerError):
+            exchange.ask_batch(
+                "person.alive", pa.table({"person_id": city["alive"][:5]}), case_ref=CASE, **HRSS
+            )
+    with open_log(home) as log:
+        assert log.size == before
+
+
+def test_rate_limits_and_embargo_rights(city: dict[str, Any]) -> None:
+    policy = dataclasses.replace(load_policy(), per_minute=3)
+    person = city["alive"][4]
+    with Exchange.open(city["home"], policy=policy) as exchange:
+        for second in range(3):
+            exchange.ask("person.alive", {"person_id": person}, case_ref=CASE,
+                         now=NOW + dt.timedelta(seconds=second), **HRSS)  # fmt: skip
+        with pytest.raises(AskRefused, match="rate limit"):
+            exchange.ask("person.alive", {"person_id": person}, case_ref=CASE,
+                         now=NOW + dt.timedelta(seconds=10), **HRSS)  # fmt: skip
+        # A minute later the window has moved on.
+        exchange.ask("person.alive", {"person_id": person}, case_ref=CASE,
+                     now=NOW + dt.timedelta(seconds=61), **HRSS)  # fmt: skip
+        # Embargo: only under a covert grant (public security's investigations).
+        with pytest.raises(AskRefused, match="embargo"):
+            exchange.ask("person.alive", {"person_id": person}, case_ref=CASE,
+                         embargo_until=dt.date(2027, 1, 1), **HRSS)  # fmt: skip
+        covert = exchange.ask(
+            "person.alive", {"person_id": person}, principal="caseworker:public_security/chen",
+            service_matter="GA-XZ-01", case_ref="GA-2026-0007", embargo_until=dt.date(2027, 1, 1),
+        )  # fmt: skip
+        assert decode(exchange.log.entry(covert.ledger_index)).embargo_until == "2027-01-01"
+
+
+def test_receipts_verify_offline_and_fail_when_altered(city: dict[str, Any]) -> None:
+    home = city["home"]
+    with Exchange.open(home) as exchange:
+        answer = exchange.ask(
+            "person.alive", {"person_id": city["alive"][5]}, case_ref=CASE, **HRSS
+        )
+        exchange.log.checkpoint()
+        proof = exchange.proof(answer.ledger_index)
+        entry = exchange.log.entry(answer.ledger_index)
+    verifier = log_verifier(home)
+    verify_receipt(proof, entry, verifier)  # the receipt, the entry and the key: nothing else
+    lines = proof.split("\n")
+    hashed = next(
+        i for i, line in enumerate(lines) if i > 1 and line and not line.startswith("index")
+    )
+    flipped = base64.b64decode(lines[hashed])
+    lines[hashed] = base64.b64encode(bytes([flipped[0] ^ 1]) + flipped[1:]).decode()
+    with pytest.raises(Exception, match=r"(?i)proof|mismatch|verify"):
+        verify_receipt("\n".join(lines), entry, verifier)
+    with pytest.raises(Exception, match=r"(?i)proof|mismatch|verify|leaf"):
+        verify_receipt(proof, entry[:-1] + bytes([entry[-1] ^ 1]), verifier)
+
+
+def test_as_of_re_derives_an_old_answer_after_a_newer_publication(tmp_path: Path) -> None:
+    from connectors import load_source
+    from exchange.publish import publish
+    from exchange.synth.city import generate_city
+
+    home = Home(tmp_path / "home")
+    demo.run(home, tmp_path / "c1", persons=1500, seed=21, dirty_rate=0.0)
+    with ExchangeStore(home.exchange_db) as store:
+        row = store.rows(
+            "SELECT id_number FROM published.\"household_register\" WHERE status = '正常' "
+            'AND id_number NOT IN (SELECT person_id FROM published."deaths") '
+            'AND id_number NOT IN (SELECT person_id FROM published."cremations") '
+            "ORDER BY id_number LIMIT 1"
+        )
+        person = row[0]["id_number"]
+        first = store.one("SELECT max(id) AS id FROM publications")["id"]  # type: ignore[index]
+    # A later register in which that person is marked deceased.
+    generate_city(tmp_path / "c2", persons=1500, seed=21, dirty_rate=0.0)
+    register = tmp_path / "c2" / "public_security" / "household_register.csv"
+    raw = register.read_bytes().decode("gb18030")
+    line = next(line for line in raw.split("\r\n") if line.startswith(person))
+    register.write_bytes(raw.replace(line, line.replace(",正常", ",死亡")).encode("gb18030"))
+    sources = Path(__file__).resolve().parent.parent / "connectors" / "sources"
+    with ExchangeStore(home.exchange_db) as store:
+        _, newer = publish(
+            store, home, load_source(sources / "public_security.household_register.toml"),
+            city=tmp_path / "c2",
+        )  # fmt: skip
+    assert newer.id > first
+    with Exchange.open(home) as exchange:
+        now_answer = exchange.ask("person.alive", {"person_id": person}, case_ref=CASE, **HRSS)
+        then_answer = exchange.ask(
+            "person.alive", {"person_id": person}, case_ref=CASE, as_of=first, **HRSS
+        )
+    assert (now_answer.result, then_answer.result) == (False, True)
+    assert newer.id in now_answer.relied_on and newer.id not in then_answer.relied_on
+    assert max(then_answer.relied_on) <= first
+
+
+INJECTIONS = [
+    "'; DROP TABLE publications; --",
+    "x' OR '1'='1",
+    '") UNION SELECT * FROM publications --',
+    "110105194912310021'; DELETE FROM pub.p000001; --",
+    "$1",
+    "{params}",
+    "\x00",
+    "NULL",
+]
+
+
+def test_injection_strings_never_reach_sql(city: dict[str, Any]) -> None:
+    home = city["home"]
+    with ExchangeStore(home.exchange_db) as store:
+        before = store.rows("SELECT id, rows_accepted FROM publications ORDER BY id")
+    with Exchange.open(home) as exchange:
+        valid = city["alive"][6]
+        for fact in all_facts():
+            for parameter in fact.parameters:
+                for attack in INJECTIONS:
+                    params = {p.name: _sample(p, valid) for p in fact.parameters}
+                    params[parameter.name] = attack
+                    department, matter = _granted(fact.id)
+                    with pytest.raises(AskRefused, match="parameters do not fit"):
+                        exchange.ask(fact.id, params, principal=f"caseworker:{department}/x",
+                                     service_matter=matter, case_ref=CASE)  # fmt: skip
+        # Below the contract checks, the query itself takes the text as data, not SQL:
+        # every attack string, unchecked, is just a value that matches nothing.
+        cursor = exchange.store.con.cursor()
+        for fact in all_facts():
+            raw = pa.table(
+                {"_n": pa.array(range(len(INJECTIONS)), pa.int64())}
+                | {p.name: _raw_column(p, INJECTIONS) for p in fact.parameters}
+                | {"_today": pa.array([NOW.date()] * len(INJECTIONS), pa.date32())}
+            )
+            answers = evaluate(cursor, fact, raw, pin_publications(cursor, fact))
+            assert answers.num_rows == len(INJECTIONS)
+        # And through a batch file.
+        batch = tmp = city["root"] / "attack.csv"
+        tmp.write_text(
+            "person_id\n" + "\n".join(f'"{a}"' for a in INJECTIONS if "\x00" not in a) + "\n"
+        )
+        from exchange.batchio import read_params
+
+        out = exchange.ask_batch("person.alive", read_params(batch), case_ref=CASE, **HRSS)
+        assert set(out.column("outcome").to_pylist()) == {"refused"}
+    with ExchangeStore(home.exchange_db) as store:
+        assert store.rows("SELECT id, rows_accepted FROM publications ORDER BY id") == before
+
+
+def _granted(fact_id: str) -> tuple[str, str]:
+    grant = next(g for g in load_policy().grants if g.fact == fact_id)
+    return grant.department, grant.service_matter
+
+
+def _sample(parameter: Any, resident: str) -> str:
+    return {"resident_id": resident, "division_code": "440106", "city_code": "440100",
+            "integer": "12", "date": "2026-01-01", "enum": (parameter.values or ("x",))[0],
+            "string": "x"}[parameter.type]  # fmt: skip
+
+
+def _raw_column(parameter: Any, values: list[str]) -> pa.Array:
+    if parameter.type == "integer":
+        return pa.array([len(v) for v in values], pa.int64())
+    if parameter.type == "date":
+        return pa.array([NOW.date()] * len(values), pa.date32())
+    return pa.array(values, pa.string())
+
+
+def test_a_batch_is_one_entry_per_subject_in_one_commit(city: dict[str, Any]) -> None:
+    people = city["alive"][:50] + city["dead"][:50]
+    bad = people[0][:17] + ("0" if people[0][17] != "0" else "1")
+    with Exchange.open(city["home"]) as exchange:
+        before = exchange.log.size
+        out = exchange.ask_batch(
+            "person.alive", pa.table({"person_id": [*people, bad]}), case_ref=CASE, now=NOW, **HRSS
+        )
+        entries = [decode(exchange.log.entry(i)) for i in range(before, exchange.log.size)]
+        tags = [exchange.subject_tag(p) for p in people]
+    assert out.num_rows == 101 == len(entries)
+    assert out.column("answer").to_pylist() == [True] * 50 + [False] * 50 + [None]
+    assert out.column("outcome").to_pylist()[-1] == "refused"
+    assert out.column("ledger_index").to_pylist() == list(range(before, before + 101))
+    assert [e.subject_tags for e in entries[:100]] == [(t,) for t in tags]
+    assert entries[-1].outcome == "refused" and entries[-1].subject_tags == ()
+
+
+def test_ask_batch_cli_writes_answers(city: dict[str, Any], tmp_path: Path) -> None:
+    params = tmp_path / "pensioners.parquet"
+    pq.write_table(pa.table({"person_id": city["alive"][:20] + city["dead"][:5]}), params)
+    out = tmp_path / "answers.csv"
+    result = _cli(city["home"], "ask-batch", "person.alive", "--params", str(params),
+                  "--as", HRSS["principal"], "--purpose", "RS-YL-01", "--case", CASE,
+                  "--out", str(out), "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["answered"], summary["refused"]) == (25, 25, 0)
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith('"person_id","answer"') and len(lines) == 26
+
+
+def test_ask_cli_round_trip_to_an_offline_receipt(city: dict[str, Any], tmp_path: Path) -> None:
+    home = city["home"]
+    person = city["alive"][7]
+    who = ["--as", HRSS["principal"], "--purpose", "RS-YL-01", "--case", CASE]
+    asked = _cli(home, "ask", "person.alive", "--param", f"person_id={person}", *who, "--json")
+    assert asked.returncode == 0, asked.stderr
+    index = json.loads(asked.stdout)["ledger_index"]
+    other = ["--as", "caseworker:housing/x", "--purpose", "ZJ-GF-01", "--case", CASE]
+    refused = _cli(home, "ask", "person.alive", "--param", f"person_id={person}", *other)
+    assert refused.returncode == 1 and "no grant" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    with open_log(home) as log:
+        log.checkpoint()
+        entry = log.entry(index)
+    receipt = _cli(home, "receipt", str(index))
+    assert receipt.returncode == 0, receipt.stderr
+    verify_receipt(receipt.stdout, entry, log_verifier(home))
+
+
+def test_no_resident_id_reaches_the_ledger(city: dict[str, Any]) -> None:
+    stored = b"".join(
+        path.read_bytes() for path in city["home"].ledger_dir.iterdir() if path.is_file()
+    )
+    asked = city["alive"][:60] + city["dead"][:60]
+    assert stored  # the scan looks at something
+    for resident in asked:
+        assert resident.encode() not in stored
+        assert resident[:17].encode() not in stored
+
+
+def _cli(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "--home", str(home.root), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_check_character_is_what_the_bad_ids_above_break() -> None:
+    # The refused-parameter tests flip the check character; make sure that really breaks it.
+    good = "11010519491231002X"
+    assert check_character(good[:17]) == "X"
