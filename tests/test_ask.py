@@ -378,3 +378,23 @@ def test_check_character_is_what_the_bad_ids_above_break() -> None:
     # The refused-parameter tests flip the check character; make sure that really breaks it.
     good = "11010519491231002X"
     assert check_character(good[:17]) == "X"
+
+
+def test_a_schema_change_that_breaks_a_fact_names_it(city: dict[str, Any]) -> None:
+    from exchange import registry
+    from exchange.compat import IncompatibleSchema
+    from exchange.contracts import contract_from_schema, load_contract
+
+    births = load_contract("births", "1.0.0").schema
+    new = json.loads(json.dumps(births))
+    new["x-onceonly"]["version"] = new["$id"] = "2.0.0"
+    new["$id"] = "urn:onceonly:dataset:births:2.0.0"
+    new["properties"]["mother_id"]["type"] = "integer"  # a change readers cannot take
+    with (
+        ExchangeStore(city["home"].exchange_db) as store,
+        pytest.raises(IncompatibleSchema) as refused,
+    ):
+        registry.register_schema(store, contract_from_schema(new))
+    report = refused.value.report
+    assert "kinship.parent_of@1.0.0" in report.breaking_facts["mother_id"]
+    assert any("kinship.parent_of" in line for line in report.lines())
