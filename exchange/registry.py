@@ -89,13 +89,21 @@ def check_schema(
     *,
     dependents: Callable[[str, str], list[str]] | None = None,
 ) -> Any:
-    """The compatibility report of a new version against the registered ones."""
+    """The compatibility report of a new version against the registered ones.
+
+    ``dependents`` says which facts read a field (default: the fact contracts in
+    schemas/facts), so a breaking change names the facts it would break.
+    """
     from exchange.compat import check
 
     dataset = store.one("SELECT * FROM datasets WHERE name = ?", [contract.dataset])
     if dataset is None:
         raise UnknownDataset(f"no dataset {contract.dataset!r} is registered")
     earlier = [c.schema for c in schema_versions(store, contract.dataset)]
+    if dependents is None:
+        from exchange.facts import dependents as fact_dependents  # the declared facts' fields
+
+        dependents = fact_dependents
     return check(contract.schema, earlier, dataset["compatibility"], dependents=dependents)
 
 
