@@ -34,9 +34,11 @@ brute-forced back to a resident ID, which has too few possible values to hide al
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -67,7 +69,7 @@ from exchange.home import Home
 from exchange.ledgerlink import log_signer, open_log, subject_key
 from exchange.policy import Policy, RateLimiter, load_policy, parse_principal
 from exchange.store import ExchangeStore, utc
-from ledger.entries import Entry, subject_commitment, subject_tag, utc_time
+from ledger.entries import Entry, SubjectTagger, subject_commitment, subject_tag, utc_time
 from ledger.log import Log
 from ledger.note import sign_note
 
@@ -159,6 +161,12 @@ class AskArchive:
             " params TEXT NOT NULL, result TEXT NOT NULL, relied_on TEXT NOT NULL,"
             " time TEXT NOT NULL, nonce TEXT NOT NULL, digest TEXT NOT NULL)"
         )
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS batches (first_index INTEGER PRIMARY KEY,"
+            " last_index INTEGER NOT NULL, file TEXT NOT NULL)"
+        )
+        self._batches = path.parent / "batches"
+        self._batches.mkdir(mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
 
     def record(self, rows: list[tuple[int, str, str, str, str, str, str, str]]) -> None:
@@ -169,7 +177,48 @@ class AskArchive:
             )
             self._con.execute("COMMIT")
 
+    def record_batch(self, rows: pa.Table) -> None:
+        """A caseload's questions as one Parquet file, indexed by its ledger-index range."""
+        if rows.num_rows == 0:
+            return
+        import pyarrow.parquet as pq
+
+        first = int(pc.min(rows.column("ledger_index")).as_py())
+        last = int(pc.max(rows.column("ledger_index")).as_py())
+        path = self._batches / f"{first:012d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(rows, tmp)
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+        with self._lock:
+            self._con.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", [first, last, path.name]
+            )
+
     def get(self, index: int) -> dict[str, Any] | None:
+        found = self._get_single(index)
+        return found if found is not None else self._get_batched(index)
+
+    def _get_batched(self, index: int) -> dict[str, Any] | None:
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            row = self._con.execute(
+                "SELECT file FROM batches WHERE ? BETWEEN first_index AND last_index", [index]
+            ).fetchone()
+        if row is None:
+            return None
+        table = pq.read_table(self._batches / row[0], filters=[("ledger_index", "=", index)])
+        if table.num_rows == 0:
+            return None
+        found: dict[str, Any] = table.to_pylist()[0]
+        return found | {
+            "params": json.loads(found["params"]),
+            "result": json.loads(found["result"]),
+            "relied_on": json.loads(found["relied_on"]),
+        }
+
+    def _get_single(self, index: int) -> dict[str, Any] | None:
         with self._lock:
             row = self._con.execute(
                 "SELECT fact, params, result, relied_on, time, nonce, digest FROM asks"
@@ -502,85 +551,109 @@ class Exchange:
         results: pa.Array,
         relied_on: tuple[int, ...],
     ) -> pa.Table:
+        """One entry per subject, all in one durable commit; then the archive; then answers.
+
+        The entries share everything but the digest and the subjects, so they are
+        spliced from one validated template (`ledger.entries.encode_answers`) rather
+        than built one object at a time: this is what keeps a million-subject caseload
+        in seconds.
+        """
         names = [p.name for p in fact.parameters]
         subject_names = [p.name for p in fact.subjects]
         ok_list = ok.to_pylist()
+        answered_rows = good.select(names).to_pylist()
         result_list = [_jsonable(v) for v in results.to_pylist()]
-        good_rows = good.select(names).to_pylist()
-        raw_subjects = table.select(subject_names).to_pylist()
-        entries: list[Entry] = []
-        archive_rows = []
-        nonces: list[str] = []
-        good_i = 0
-        common: dict[str, Any] = {
-            "kind": "ask",
-            "time": time,
-            "department": department,
-            "principal": principal,
-            "fact_id": fact.id,
-            "fact_version": fact.version,
-            "service_matter": service_matter,
-            "case_ref": case_ref,
-        }
-        for n, fits in enumerate(ok_list):
-            salt = secrets.token_bytes(16)
-            ids = tuple(
-                dict.fromkeys(v.encode() for v in raw_subjects[n].values() if isinstance(v, str))
+        subjects = good.select(subject_names).to_pylist()
+        salts = os.urandom(16 * len(answered_rows))
+        tagger = SubjectTagger(self._subject_key)
+        relied_json = json.dumps(list(relied_on))
+        prefix = f'{{"fact":{json.dumps(fact.ref)},"params":'
+        suffix = f',"relied_on":{json.dumps(sorted(relied_on), separators=(",", ":"))},"result":'
+        ending = f',"time":{json.dumps(time)}}}'
+        answers = []
+        archive: dict[str, list[Any]] = {"params": [], "result": [], "nonce": [], "digest": []}
+        for i, (row, result, people) in enumerate(
+            zip(answered_rows, result_list, subjects, strict=True)
+        ):
+            salt = salts[16 * i : 16 * i + 16]
+            params_json = json.dumps(
+                {k: _jsonable(v) for k, v in row.items()},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
             )
-            if fits:
-                clean = {k: _jsonable(v) for k, v in good_rows[good_i].items()}
-                result = result_list[good_i]
-                good_i += 1
-                digest = answer_digest(
-                    canonical_answer(fact.ref, clean, result, relied_on, time), salt
-                )
-                tags, commitments = self._subjects(ids, salt)
-                entries.append(
-                    Entry(
-                        outcome="answered",
-                        answer_digest=digest,
-                        relied_on=relied_on,
-                        subject_tags=tags,
-                        subject_commitments=commitments,
-                        **common,
-                    )
-                )
-                archive_rows.append((fact.ref, clean, result, digest.hex()))
-            else:
-                entries.append(
-                    Entry(
-                        outcome="refused",
-                        reason="parameters do not fit the fact contract",
-                        **common,
-                    )
-                )
-                archive_rows.append(None)  # type: ignore[arg-type]
-            nonces.append(salt.hex())
-        # One durable commit for the whole caseload; nothing is returned before it.
-        indexes = self.log.append_many(entries)
-        self.archive.record(
-            [
+            result_json = json.dumps(result, ensure_ascii=False)
+            # The same bytes as `canonical_answer` (sorted keys, no spaces), built in place.
+            canonical = (prefix + params_json + suffix + result_json + ending).encode()
+            digest = answer_digest(canonical, salt)
+            ids = list(dict.fromkeys(v for v in people.values() if isinstance(v, str)))
+            answers.append(
                 (
-                    index,
-                    row[0],
-                    json.dumps(row[1], ensure_ascii=False, sort_keys=True),
-                    json.dumps(row[2]),
-                    json.dumps(list(relied_on)),
-                    time,
-                    nonce,
-                    row[3],
+                    digest,
+                    [tagger(rid) for rid in ids],
+                    [subject_commitment(rid, salt) for rid in ids],
                 )
-                for index, row, nonce in zip(indexes, archive_rows, nonces, strict=True)
-                if row is not None
-            ]
+            )
+            archive["params"].append(params_json)
+            archive["result"].append(result_json)
+            archive["nonce"].append(salt.hex())
+            archive["digest"].append(digest.hex())
+        refused_count = len(ok_list) - len(answered_rows)
+        template = Entry(
+            kind="ask",
+            time=time,
+            department=department,
+            principal=principal,
+            outcome="answered",
+            fact_id=fact.id,
+            fact_version=fact.version,
+            service_matter=service_matter,
+            case_ref=case_ref,
+            answer_digest=bytes(32),
+            relied_on=relied_on,
         )
-        answers: list[object] = []
-        good_i = 0
+        refusal = dataclasses.replace(
+            template,
+            outcome="refused",
+            reason="parameters do not fit the fact contract",
+            answer_digest=None,
+            relied_on=(),
+        )
+        # Fail closed: one durable commit for the whole caseload before anything else.
+        indexes = self.log.append_answers(template, answers, [refusal] * refused_count)
+        answered_indexes = indexes[: len(answers)]
+        self.archive.record_batch(
+            pa.table(
+                {
+                    "ledger_index": pa.array(answered_indexes, pa.int64()),
+                    "fact": pa.array([fact.ref] * len(answers)),
+                    "params": pa.array(archive["params"]),
+                    "result": pa.array(archive["result"]),
+                    "relied_on": pa.array([relied_json] * len(answers)),
+                    "time": pa.array([time] * len(answers)),
+                    "nonce": pa.array(archive["nonce"]),
+                    "digest": pa.array(archive["digest"]),
+                }
+            )
+        )
+        # Back to the caller's row order: answered rows took the first indexes.
+        row_answers: list[object] = []
+        row_index: list[int] = []
+        row_nonce: list[str | None] = []
+        taken = refused_i = 0
         for fits in ok_list:
-            answers.append(result_list[good_i] if fits else None)
-            good_i += bool(fits)
+            if fits:
+                row_answers.append(result_list[taken])
+                row_index.append(answered_indexes[taken])
+                row_nonce.append(archive["nonce"][taken])
+                taken += 1
+            else:
+                row_answers.append(None)
+                row_index.append(indexes[len(answers) + refused_i])
+                row_nonce.append(None)
+                refused_i += 1
         out = given.select(names)  # as the caseworker gave them, refused rows included
-        out = out.append_column("answer", pa.array(answers))
+        out = out.append_column("answer", pa.array(row_answers))
         out = out.append_column(
             "outcome", pa.array(["answered" if f else "refused" for f in ok_list])
         )
@@ -588,9 +661,8 @@ class Exchange:
             "reason",
             pa.array(["" if f else "parameters do not fit the fact contract" for f in ok_list]),
         )
-        out = out.append_column("ledger_index", pa.array(indexes, pa.int64()))
-        out = out.append_column("nonce", pa.array(nonces))
-        return out
+        out = out.append_column("ledger_index", pa.array(row_index, pa.int64()))
+        return out.append_column("nonce", pa.array(row_nonce, pa.string()))
 
     # --- proofs -----------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ import itertools
 import re
 import secrets
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
@@ -121,8 +122,10 @@ __all__ = [
     "EntryInvalid",
     "Kind",
     "Outcome",
+    "SubjectTagger",
     "decode",
     "encode",
+    "encode_answers",
     "new_salt",
     "subject_commitment",
     "subject_tag",
@@ -493,6 +496,72 @@ def encode(entry: Entry) -> bytes:
             out += digest
     out += _text(entry.embargo_until)
     return bytes(out)
+
+
+class SubjectTagger:
+    """`subject_tag` for many IDs under one key: the HMAC's keyed state is computed once."""
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes) or len(key) < MIN_SUBJECT_KEY:
+            raise ValueError(f"the subject key must be at least {MIN_SUBJECT_KEY} bytes")
+        self._keyed = hmac.new(key, SUBJECT_DOMAIN, "sha256")
+
+    def __call__(self, resident_id: str) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(_check_resident_id(resident_id))
+        return mac.digest()
+
+
+def encode_answers(
+    template: Entry,
+    answers: Sequence[tuple[bytes, Sequence[bytes], Sequence[bytes]]],
+) -> list[bytes]:
+    """Encode many answered asks that differ only in answer digest and subjects.
+
+    ``template`` is an answered ask carrying every shared field (validated once, as any
+    `Entry`); each answer is ``(answer_digest, subject_tags, subject_commitments)``.
+    The result equals ``[encode(replace(template, answer_digest=d, subject_tags=t,
+    subject_commitments=c)) for d, t, c in answers]`` — the per-row checks (32-byte
+    hashes, as many commitments as tags, no repeats) are made here too — at a fraction
+    of the cost, for a caseload of a million subjects.
+    """
+    if template.kind != "ask" or template.outcome != "answered":
+        raise EntryInvalid("encode_answers takes an answered ask as its template")
+    full = encode(template)
+    # The encoding up to the answer digest is shared; after it come relied_on (shared),
+    # the two hash sets (per row) and the embargo (shared).
+    head = full[: _prefix_length(template)] + b"\x01"
+    relied = _U16.pack(len(template.relied_on)) + b"".join(_U64.pack(p) for p in template.relied_on)
+    tail = _text(template.embargo_until)
+    out = []
+    for digest, tags, commitments in answers:
+        if len(digest) != DIGEST_SIZE:
+            raise EntryInvalid("answer_digest must be 32 bytes")
+        if len(tags) != len(commitments):
+            raise EntryInvalid("an ask has one subject commitment per subject tag")
+        parts = [head, digest, relied]
+        for hashes, what in ((tags, "subject tags"), (commitments, "subject commitments")):
+            ordered = sorted(hashes)
+            if any(len(h) != DIGEST_SIZE for h in ordered):
+                raise EntryInvalid(f"{what} must be 32 bytes each")
+            if any(a == b for a, b in itertools.pairwise(ordered)):
+                raise EntryInvalid(f"{what} have a duplicate")
+            parts.append(_U16.pack(len(ordered)))
+            parts.extend(ordered)
+        parts.append(tail)
+        out.append(b"".join(parts))
+    return out
+
+
+def _prefix_length(entry: Entry) -> int:
+    """The length of an entry's encoding up to its answer digest's presence byte."""
+    size = 2
+    for text in (entry.time, entry.department, entry.principal, entry.fact_id, entry.fact_version):
+        size += 2 + len(text)
+    size += 1 if entry.publication_id is None else 9
+    for text in (entry.dataset, entry.dataset_version, entry.service_matter, entry.case_ref):
+        size += 2 + len(text)
+    return size + 1 + 2 + len(entry.reason)
 
 
 _Member = TypeVar("_Member", int, bytes)

@@ -49,7 +49,7 @@ from ledger.checkpoint import (
     open_checkpoint,
     verify_cosignature,
 )
-from ledger.entries import Entry, encode
+from ledger.entries import Entry, encode, encode_answers
 from ledger.errors import LedgerError, ProofError
 from ledger.merkle import HASH_SIZE, leaf_hash
 from ledger.note import NoteVerifier, Signer, b64decode_canonical
@@ -351,6 +351,17 @@ class Log:
         """Append entries in one transaction at consecutive indexes; return them once durable."""
         # Encode everything first: one invalid entry means none is written.
         return self._store.append_many([encode(entry) for entry in entries])
+
+    def append_answers(
+        self,
+        template: Entry,
+        answers: Sequence[tuple[bytes, Sequence[bytes], Sequence[bytes]]],
+        others: Sequence[Entry] = (),
+    ) -> list[int]:
+        """A caseload in one transaction: ``answers`` first (see `encode_answers`), then
+        ``others``; return their indexes, in that order, once durable."""
+        items = encode_answers(template, answers) + [encode(entry) for entry in others]
+        return self._store.append_many(items)
 
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Sign, cosign and record a checkpoint of the log as it is; return the signed note.

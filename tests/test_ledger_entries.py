@@ -623,3 +623,60 @@ def test_decode_refuses_an_id_smuggled_into_the_bytes() -> None:
 def test_short_digit_runs_are_fine() -> None:
     entry = dataclasses.replace(KAT_ASK, case_ref="CA-2026-05-09-00012345678901")
     assert decode(encode(entry)) == entry
+
+
+# --- many answers at once -----------------------------------------------------------------
+
+
+@given(
+    template=entries().filter(lambda e: e.kind == "ask" and e.outcome == "answered"),
+    rows=st.lists(
+        st.integers(0, 3).flatmap(
+            lambda n: st.tuples(
+                digests,
+                st.sets(digests, min_size=n, max_size=n).map(tuple),
+                st.sets(digests, min_size=n, max_size=n).map(tuple),
+            )
+        ),
+        max_size=5,
+    ),
+)
+def test_encode_answers_equals_encoding_each_entry(template: Entry, rows: list[Any]) -> None:
+    from dataclasses import replace
+
+    from ledger.entries import encode_answers
+
+    expected = [
+        encode(replace(template, answer_digest=d, subject_tags=t, subject_commitments=c))
+        for d, t, c in rows
+    ]
+    assert encode_answers(template, rows) == expected
+    for data, (d, t, c) in zip(expected, rows, strict=True):
+        decoded = decode(data)
+        assert (decoded.answer_digest, decoded.subject_tags, decoded.subject_commitments) == (
+            d, tuple(sorted(t)), tuple(sorted(c)))  # fmt: skip
+
+
+def test_encode_answers_checks_every_row() -> None:
+    from ledger.entries import encode_answers
+
+    tag, other = b"\xaa" * 32, b"\xbb" * 32
+    with pytest.raises(EntryInvalid, match="32 bytes"):
+        encode_answers(KAT_ASK, [(bytes(31), (), ())])
+    with pytest.raises(EntryInvalid, match="one subject commitment per"):
+        encode_answers(KAT_ASK, [(bytes(32), (tag,), ())])
+    with pytest.raises(EntryInvalid, match="duplicate"):
+        encode_answers(KAT_ASK, [(bytes(32), (tag, tag), (tag, other))])
+    with pytest.raises(EntryInvalid, match="template"):
+        encode_answers(REFUSED_ASK, [])
+
+
+def test_subject_tagger_equals_subject_tag() -> None:
+    from ledger.entries import SubjectTagger
+
+    key = bytes(range(32))
+    tagger = SubjectTagger(key)
+    for resident in ("11010519491231002X", "440106199208150013"):
+        assert tagger(resident) == subject_tag(key, resident)
+    with pytest.raises(ValueError, match="resident ID"):
+        tagger("11010519491231002x")
