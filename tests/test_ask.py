@@ -315,6 +315,13 @@ def test_a_batch_is_one_entry_per_subject_in_one_commit(city: dict[str, Any]) ->
         )
         entries = [decode(exchange.log.entry(i)) for i in range(before, exchange.log.size)]
         tags = [exchange.subject_tag(p) for p in people]
+        kept = exchange.archive.get(before + 7)
+    # The archive keeps each question, so an auditor can recompute the ledgered digest.
+    assert kept is not None and kept["params"] == {"person_id": people[7]}
+    canonical = canonical_answer(
+        kept["fact"], kept["params"], kept["result"], tuple(kept["relied_on"]), kept["time"]
+    )
+    assert answer_digest(canonical, bytes.fromhex(kept["nonce"])) == entries[7].answer_digest
     assert out.num_rows == 101 == len(entries)
     assert out.column("answer").to_pylist() == [True] * 50 + [False] * 50 + [None]
     assert out.column("outcome").to_pylist()[-1] == "refused"
