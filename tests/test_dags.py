@@ -365,3 +365,233 @@ def test_the_checkpoint_dag_signs_and_cosigns_the_whole_ledger(ran: dict[str, An
 
 def test_the_dag_tests_take_reasonable_time(ran: dict[str, Any]) -> None:
     assert ran["seconds"] < 180, ran["seconds"]
+
+
+# ---- scale-out: CeleryExecutor, a real worker, PostgreSQL metadata DB, Redis broker ------
+
+PG_HOST, PG_PORT, REDIS_PORT = "127.0.0.1", 5432, 6379
+
+
+def _postgres_admin() -> tuple[Any, str] | str:
+    """An autocommit connection to the local PostgreSQL and its user, or why there is none."""
+    try:
+        import psycopg2
+    except ImportError as missing:
+        return f"no PostgreSQL driver: {missing}"
+    problems = []
+    for user in ("postgres", "root"):
+        for database in ("postgres", "test"):
+            try:
+                con = psycopg2.connect(
+                    host=PG_HOST, port=PG_PORT, user=user, dbname=database, connect_timeout=3
+                )
+            except psycopg2.Error as problem:
+                problems.append(f"{user}@{database}: {str(problem).strip()}")
+                continue
+            con.autocommit = True
+            return con, user
+    return f"no PostgreSQL at {PG_HOST}:{PG_PORT} ({'; '.join(problems)})"
+
+
+def _redis_answers() -> str:
+    """'' if Redis answers PING, else why not."""
+    import socket
+
+    try:
+        with socket.create_connection((PG_HOST, REDIS_PORT), timeout=3) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError as problem:
+        return f"no Redis at {PG_HOST}:{REDIS_PORT}: {problem}"
+    return "" if reply.startswith(b"+PONG") else f"Redis at {PG_HOST}:{REDIS_PORT} said {reply!r}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((PG_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tails(folder: Path, lines: int = 40) -> str:
+    """The last lines of every process log in `folder`, for a failure message."""
+    return "\n".join(
+        f"--- {log.name}\n" + "\n".join(log.read_text("utf-8", "replace").splitlines()[-lines:])
+        for log in sorted(folder.glob("*.log"))
+    )
+
+
+def _wait(what: str, check: Any, timeout: float, processes: dict[str, Any], logs: Path) -> Any:
+    """Poll `check` until it returns something true; fail early if a process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+        assert not dead, f"while waiting for {what}, these exited: {dead}\n{_tails(logs)}"
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{_tails(logs)}")
+
+
+def _stop(processes: dict[str, Any]) -> None:
+    """Stop the processes this test started: their own process groups, by id."""
+    import signal
+
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_a_publication_dag_runs_under_celery_with_postgres(tmp_path: Path) -> None:
+    """Scheduler, dag-processor, API server and a Celery worker, as separate processes."""
+    admin = _postgres_admin()
+    if isinstance(admin, str):
+        pytest.skip(admin)
+    if reason := _redis_answers():
+        pytest.skip(reason)
+    con, user = admin
+    clock, stages = time.perf_counter(), {}
+
+    def mark(stage: str) -> None:
+        stages[stage] = round(time.perf_counter() - clock, 1)
+
+    tag = f"{os.getpid()}_{int(time.time())}"
+    database, queue = f"airflow_celery_test_{tag}", f"onceonly_test_{tag}"
+    city = tmp_path / "city"
+    generate_city(city, **CITY)  # type: ignore[arg-type]
+    home = make_home(tmp_path / "home")
+    mark("city and home")
+    port = _free_port()
+    sql = f"postgresql+psycopg2://{user}@{PG_HOST}:{PG_PORT}/{database}"
+    env = airflow_env(tmp_path / "airflow", home.root)
+    env.update(
+        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sql,
+        AIRFLOW__CELERY__BROKER_URL=f"redis://{PG_HOST}:{REDIS_PORT}/0",
+        AIRFLOW__CELERY__RESULT_BACKEND=f"db+{sql}",
+        AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
+        # Our own queue: other Celery workers on this Redis never see our tasks.
+        AIRFLOW__OPERATORS__DEFAULT_QUEUE=queue,
+        AIRFLOW__API__HOST=PG_HOST,
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://{PG_HOST}:{port}/execution/",
+        AIRFLOW__API_AUTH__JWT_SECRET=os.urandom(16).hex(),  # shared by every process
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",  # the test calls the REST API
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only our run: none made on unpause
+    )
+    config = SOURCES / "health.births.toml"
+    target, run_id = dag_id(config), f"celery_test_{tag}"
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    con.cursor().execute(f'CREATE DATABASE "{database}"')
+    try:
+        airflow(env, "db", "migrate", timeout=300)
+        mark("PostgreSQL metadata DB migrated")
+        airflow(env, "pools", "set", WRITER_POOL, "1", "one writer: DuckDB and the ledger")
+        commands = {
+            "api-server": ["api-server", "--host", PG_HOST, "--port", str(port)],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+            "celery-worker": [
+                *("celery", "worker", "--queues", queue, "--concurrency", "2"),
+                *("--celery-hostname", f"{queue}@%h", "--skip-serve-logs"),
+            ],
+        }
+        for name, args in commands.items():
+            with (tmp_path / f"{name}.log").open("wb") as out:
+                processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "airflow", *args],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, stopped as one
+                )
+        import psycopg2
+
+        def query(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+            with psycopg2.connect(sql.replace("+psycopg2", "")) as db, db.cursor() as cursor:
+                cursor.execute(statement, params)
+                return list(cursor.fetchall())
+
+        def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+            from urllib.request import Request, urlopen
+
+            request = Request(
+                f"http://{PG_HOST}:{port}/api/v2/{path}",
+                data=None if body is None else json.dumps(body).encode(),
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            with urlopen(request, timeout=60) as response:
+                return json.load(response)
+
+        def api_up() -> bool:
+            try:
+                return bool(api("GET", "monitor/health"))
+            except OSError:
+                return False
+
+        _wait("the API server", api_up, 180, processes, tmp_path)
+        _wait(
+            f"{target} to be parsed",
+            lambda: query("SELECT 1 FROM serialized_dag WHERE dag_id = %s", target),
+            180,
+            processes,
+            tmp_path,
+        )
+        mark("processes up, DAG parsed")
+        run = {"dag_run_id": run_id, "logical_date": None, "conf": {"city": str(city)}}
+        assert api("POST", f"dags/{target}/dagRuns", run)["state"] == "queued"
+        assert api("PATCH", f"dags/{target}", {"is_paused": False})["is_paused"] is False
+        mark("run triggered")
+
+        def finished() -> str | None:
+            rows = query(
+                "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", target, run_id
+            )
+            return rows[0][0] if rows and rows[0][0] in ("success", "failed") else None
+
+        state = _wait(f"run {run_id} to finish", finished, 300, processes, tmp_path)
+        mark("run finished")
+        rows = query(
+            "SELECT task_id, state, queue FROM task_instance WHERE dag_id = %s AND run_id = %s",
+            target,
+            run_id,
+        )
+        tasks = {task: state for task, state, _ in rows}
+        assert state == "success", f"{tasks}\n{_tails(tmp_path)}"
+        assert tasks == {n: "success" for n in ("source", "package", "ingest", "announce")}
+        assert {q for _, _, q in rows} == {queue}
+        # The Celery worker process is the one that executed every task of the run.
+        worker = (tmp_path / "celery-worker.log").read_text("utf-8", "replace")
+        for task in tasks:
+            assert f"run_id={run_id}/task_id={task}/" in worker, task
+        events = query(
+            "SELECT a.uri FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE e.source_run_id = %s",
+            run_id,
+        )
+        assert events == [("x-onceonly://exchange/births",)]
+    finally:
+        _stop(processes)
+        con.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        con.close()
+        mark("stopped, database dropped")
+        print(f"Celery test, seconds since start: {stages}")
+    with ExchangeStore(home.exchange_db) as store:
+        published = store.rows("SELECT * FROM publications")
+    assert [(p["dataset"], p["rows_read"] > 0) for p in published] == [("births", True)]
+    with open_log(home) as log:
+        (entry,) = [decode(log.entry(i)) for i in range(log.size)]
+    assert (entry.dataset, entry.outcome) == ("births", "answered")
+    assert entry.publication_id == published[0]["id"]
