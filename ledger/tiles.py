@@ -276,8 +276,12 @@ def export_checkpoint(
     for level, index, width in tiles_of(size):
         if level == 0:
             first = index * TILE_WIDTH
-            bundle = _bundle([entry(i) for i in range(first, first + width)])
-            writer.put(bundle_path(index, width), bundle)
+            data = [entry(i) for i in range(first, first + width)]
+            # Read twice (to keep memory to one bundle): what is written must be what was
+            # checked against the root.
+            if [leaf_hash(d) for d in data] != leaves[first : first + width]:
+                raise ExportRefused(f"entries {first}..{first + width - 1} changed during export")
+            writer.put(bundle_path(index, width), _bundle(data))
         hashes = levels[level][index * TILE_WIDTH : index * TILE_WIDTH + width]
         writer.put(tile_path(level, index, width), b"".join(hashes))
         if width == TILE_WIDTH:

@@ -457,3 +457,16 @@ def test_file_modes_are_public(small: tuple[Path, FakeLog]) -> None:
     for path in out.rglob("*"):
         if path.is_file():
             assert path.stat().st_mode & 0o777 == 0o644 & ~umask
+
+
+def test_entries_that_change_between_reads_are_refused(tmp_path: Path, signer: Signer) -> None:
+    log = FakeLog(entries_for(10), signer)
+    reads: dict[int, int] = {}
+
+    def shifty(index: int) -> bytes:
+        reads[index] = reads.get(index, 0) + 1
+        return log.entries[index] if reads[index] == 1 else b"changed"
+
+    with pytest.raises(ExportRefused, match="changed during export"):
+        export_checkpoint(tmp_path, log.note(10), shifty)
+    assert not (tmp_path / CHECKPOINT_PATH).exists()
