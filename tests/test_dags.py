@@ -32,6 +32,7 @@ from exchange.synth.city import generate_city
 from ledger.checkpoint import open_checkpoint, verify_cosignature
 from ledger.entries import decode
 from ledger.note import parse_note
+from ledger.tiles import CHECKPOINT_PATH, verify_tiles
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
@@ -203,6 +204,8 @@ def test_the_checkpoint_dag_shares_the_writer_pool(parsed: dict[str, Any]) -> No
     assert spec["catchup"] is False
     assert spec["schedule"] == "0:05:00"
     assert spec["tasks"]["checkpoint"]["pool"] == WRITER_POOL
+    assert spec["tasks"]["export_tiles"]["pool"] == WRITER_POOL  # it opens the ledger store
+    assert spec["tasks"]["export_tiles"]["upstream"] == ["checkpoint"]
 
 
 # ---- running: dag.test() against a migrated SQLite metadata DB ----------------------------
@@ -353,6 +356,7 @@ def test_a_truncated_extract_fails_the_ingest_and_is_ledgered(ran: dict[str, Any
 def test_the_checkpoint_dag_signs_and_cosigns_the_whole_ledger(ran: dict[str, Any]) -> None:
     run = ran["runs"][-1]
     assert (run["dag_id"], run["state"]) == ("ledger_checkpoint", "success")
+    assert run["tasks"] == {"checkpoint": "success", "export_tiles": "success"}
     home: Home = ran["home"]
     with open_log(home) as log:
         note, size = log.latest_checkpoint(), log.size
@@ -595,3 +599,14 @@ def test_a_publication_dag_runs_under_celery_with_postgres(tmp_path: Path) -> No
         (entry,) = [decode(log.entry(i)) for i in range(log.size)]
     assert (entry.dataset, entry.outcome) == ("births", "answered")
     assert entry.publication_id == published[0]["id"]
+
+
+def test_the_checkpoint_dag_exports_the_tiles(ran: dict[str, Any]) -> None:
+    home: Home = ran["home"]
+    folder = home.root / "tiles"  # neither the `tiles` param nor ONCEONLY_TILES was given
+    with open_log(home) as log:
+        note, size = log.latest_checkpoint(), log.size
+    report = verify_tiles(folder, [log_verifier(home)])  # from the folder and the key alone
+    assert report.checkpoint.size == size
+    assert report.bundles >= 1
+    assert (folder / CHECKPOINT_PATH).read_text("utf-8") == note
