@@ -90,6 +90,17 @@ def codec_for(encoding: str) -> str:
 def read_blocks(path: Path, encoding: str, block_bytes: int = 16 << 20) -> Iterator[LineBlock]:
     """The file's lines (without line ends), a block at a time."""
     codec = codec_for(encoding)
+    for data in read_raw_blocks(path, block_bytes):
+        yield decode_block(data, codec)
+
+
+def read_raw_blocks(path: Path, block_bytes: int = 16 << 20) -> Iterator[bytes]:
+    """The file's bytes after any UTF-8 byte-order mark, cut after a LF: whole lines.
+
+    Every block but the last ends with LF; a line longer than a block makes its block
+    longer. CR and LF never occur inside a multi-byte GB18030 or UTF-8 character, so a
+    block decodes on its own.
+    """
     try:
         handle = path.open("rb")
     except OSError as problem:
@@ -100,20 +111,21 @@ def read_blocks(path: Path, encoding: str, block_bytes: int = 16 << 20) -> Itera
         carry = b""
         while True:
             chunk = handle.read(block_bytes)
-            data = carry + chunk
+            data = carry + chunk if carry else chunk
             if not chunk:
                 if data:
-                    yield _decode(data, codec)
+                    yield data
                 return
             cut = data.rfind(b"\n")
             if cut < 0:
                 carry = data  # a line longer than a block: keep reading
                 continue
             carry = data[cut + 1 :]
-            yield _decode(data[: cut + 1], codec)
+            yield data[: cut + 1] if carry else data
 
 
-def _decode(data: bytes, codec: str) -> LineBlock:
+def decode_block(data: bytes, codec: str) -> LineBlock:
+    """Whole lines of bytes as a LineBlock: each line decoded, or marked bad with its bytes."""
     # Where every line ends in CR LF, drop the CRs on the bytes (memory speed; CR and LF
     # never occur inside a multi-byte GB18030 or UTF-8 character); a reader re-joining a
     # multi-line record uses `line_end`, so a CR LF inside a quoted value is kept.

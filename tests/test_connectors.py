@@ -360,6 +360,112 @@ def test_csv_ascii_is_utf8(tmp_path: Path) -> None:
     assert CsvConnector(path).resolved_encoding() == "utf-8"
 
 
+# --- CSV: the fast path and the careful path agree -------------------------------------------
+
+# Pieces of records as departments' exports (and their faults) have them, as bytes: quotes
+# opening and closing anywhere, CR LF and lone CRs, blank lines, bytes no codec accepts.
+MESSY = [
+    b"a", b"0", b" ", b",", b",", b'"', b'""', b'"', b"\n", b"\n", b"\r\n", b"\r", b"\t",
+    "中".encode("gb18030"), "户籍".encode("gb18030"), "𠀀".encode("gb18030"), "中".encode(),
+    b"\xff", UTF8_IN_GB, b"\x81",
+]  # fmt: skip
+
+
+# Whole records of such fields, mostly well formed, so that the fast path is taken often.
+FIELDS = [
+    "", "a", "中文", "𠀀", '"q,uoted"', '"multi\nline"', '"multi\r\nline"', '"esc""aped"',
+    'mid"quote', '"a"b', '" "', '""', '"\n\n"',
+]  # fmt: skip
+
+
+@st.composite
+def messy_records(draw: st.DrawFn) -> list[bytes]:
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        width = draw(st.sampled_from([2, 2, 2, 2, 2, 3, 1]))
+        fields = draw(st.lists(st.sampled_from(FIELDS), min_size=width, max_size=width))
+        end = draw(st.sampled_from(["\n", "\r\n", "\r\n", "\r", ""]))
+        out.append((",".join(fields) + end).encode(draw(st.sampled_from(["utf-8", "gb18030"]))))
+        out += draw(st.lists(st.sampled_from(MESSY), max_size=1))
+    return out
+
+
+def _careful_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CsvConnector, "_plain", lambda self, *args: None)
+
+
+def _outcome(connector: CsvConnector) -> list[Record] | str:
+    try:
+        return _records(connector)
+    except SourceUnreadable as problem:
+        return f"unreadable: {problem}"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.lists(st.sampled_from(MESSY), max_size=60), messy_records()),
+    header=st.sampled_from([b"a,b\n", b"a,b\r\n", "姓名,住址\n".encode("gb18030")]),
+    encoding=st.sampled_from(["utf-8", "gb18030"]),
+    block_bytes=st.integers(5, 80),
+    batch_rows=st.integers(1, 6),
+)
+def test_csv_fast_path_reads_as_the_careful_path(
+    tmp_path: Path,
+    body: list[bytes],
+    header: bytes,
+    encoding: str,
+    block_bytes: int,
+    batch_rows: int,
+) -> None:
+    path = _write(tmp_path, f"m-{uuid.uuid4().hex}.csv", header + b"".join(body))
+    for size in (block_bytes, 1 << 20):
+        options = {"encoding": encoding, "block_bytes": size, "batch_rows": batch_rows}
+        fast = _outcome(CsvConnector(path, **options))
+        with pytest.MonkeyPatch.context() as patch:
+            _careful_only(patch)
+            careful = _outcome(CsvConnector(path, **options))
+        assert fast == careful
+
+
+def test_csv_clean_export_takes_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GB18030, CR LF, quoted commas and a quoted newline, blank lines: still the fast path.
+    rows = [[f"{i:06d}", f"张{i}", "广州市,天河区" if i % 3 else "中山路\n1号"] for i in range(300)]
+    text = _csv_text(["id", "name", "address"], rows, "\r\n") + "\r\n\r\n"
+    path = _write(tmp_path, "clean.csv", text.encode("gb18030"))
+
+    def careful(*args: object) -> None:
+        raise AssertionError("a clean export took the careful path")
+
+    monkeypatch.setattr(CsvConnector, "_records", careful)
+    got = _records(CsvConnector(path, batch_rows=64))
+    assert [r[ROW] for r in got] == list(range(1, 301))
+    assert [[r["id"], r["name"], r["address"]] for r in got] == rows
+
+
+def test_csv_a_bad_row_sends_only_its_piece_to_the_careful_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [f"{i},北京" if i != 5000 else f"{i},x,y" for i in range(20000)]
+    data = "\n".join(["n,city", *lines, ""]).encode("gb18030")
+    path = _write(tmp_path, "one-bad.csv", data)
+    monkeypatch.setattr("connectors.delimited.PIECE_BYTES", 4096)
+    seen: list[int] = []
+    records = CsvConnector._records
+
+    def spy(self: CsvConnector, pending: Any, block: Any) -> Any:
+        seen.append(len(block.lines))
+        return records(self, pending, block)
+
+    monkeypatch.setattr(CsvConnector, "_records", spy)
+    got = _records(CsvConnector(path, block_bytes=1 << 20))
+    assert [r[ROW] for r in got] == list(range(1, 20001))
+    assert [r[ROW] for r in got if r[PROBLEM]] == [5001]
+    assert got[5000][PROBLEM] == "fields: expected 2, found 3"
+    assert len(seen) == 1 and seen[0] < 1000  # one piece of about 4 KiB, not the block
+
+
 # --- JSON Lines -----------------------------------------------------------------------------
 
 
