@@ -27,6 +27,7 @@ from rich.table import Table
 
 from connectors.errors import ConnectorError
 from exchange.cli_ledger import ledger_app, witness_app
+from exchange.cli_service import serve, token_app
 from exchange.errors import ExchangeError, InvalidArgument
 from exchange.home import HOME_ENV, Home, init_home
 from exchange.synth import DEFAULT_TODAY
@@ -193,6 +194,8 @@ app.add_typer(dept_app, name="dept")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(schema_app, name="schema")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(token_app, name="token")
+app.command()(serve)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(witness_app, name="witness")
 

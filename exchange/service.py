@@ -1,0 +1,526 @@
+"""The exchange as a service: an authenticated HTTP API (FastAPI) and a web console.
+
+One process, `onceonly serve`, is the exchange's single DuckDB writer (DESIGN.md, one
+writer): publications arriving over HTTP are ingested by it, asks are answered by it.
+Concurrency comes from its request threads (each with its own DuckDB cursor) and from
+the ledger's group commit, never from a second writer.
+
+Authentication: ``Authorization: Bearer <token>`` (tokens from `onceonly token issue`,
+stored as hashes). Each role reaches only its own endpoints; a steward acts only for
+their own department. Unknown or revoked token → 401; wrong role or department → 403
+with a reason; an ask refused by policy → 403 *and* a ledger entry, as always.
+Errors are JSON ``{"code": …, "message": …}`` with a stable code; no traceback leaves.
+
+Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``):
+
+- public: ``GET /v1/public/checkpoint``, ``/v1/public/vkeys``, ``/v1/public/tiles/…``
+- caseworker: ``GET /v1/facts``, ``GET /v1/certificates``, ``POST /v1/asks``,
+  ``POST /v1/asks/batch``, ``GET /v1/receipts/{index}``
+- steward: ``GET /v1/datasets``, ``POST /v1/datasets``, ``GET /v1/publications``,
+  ``POST /v1/publications``, ``GET /v1/publications/{id}/quarantine``
+- auditor: ``POST /v1/ledger/checkpoint``, ``GET /v1/ledger/proof/{index}``,
+  ``GET /v1/ledger/consistency``, ``GET /v1/ledger/verify``
+
+The web console (``/console``) is server-rendered HTML over the same library calls.
+"""
+
+import datetime as dt
+import io
+import json
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from exchange.ask import AskFailed, AskRefused, Exchange
+from exchange.errors import ExchangeError, InvalidArgument
+from exchange.home import Home
+from exchange.policy import Principal
+from exchange.tokens import TokenStore
+from ledger.errors import LedgerError
+
+API_VERSION = "v1"
+MAX_JSON_BYTES = 1 << 20  # 1 MiB: a fact's parameters or a schema never need more
+MAX_UPLOAD_BYTES = 256 << 20  # a publication package or a batch file
+
+
+class ApiError(Exception):
+    """An error the API reports as JSON: HTTP status, a stable code, a human message."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+# --- request and response bodies ------------------------------------------------------
+
+
+class AskBody(BaseModel):
+    fact: str = Field(max_length=128, description="Fact id, e.g. person.alive")
+    params: dict[str, str | int] = Field(description="The fact's parameters, by name")
+    service_matter: str = Field(max_length=64, description="Power-list code of the ask's purpose")
+    case_ref: str = Field(max_length=128, description="The caseworker's case reference")
+    as_of: int | None = Field(default=None, ge=1, description="Answer as of this publication id")
+    embargo_until: dt.date | None = Field(
+        default=None, description="Covert grants only: hide from the citizen until this date"
+    )
+
+
+class AnswerOut(BaseModel):
+    fact: str
+    version: str
+    result: bool | int | str | None
+    relied_on: list[int]
+    ledger_index: int
+    time: str
+    params: dict[str, Any]
+    nonce: str
+    digest: str
+    receipt: str
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class ConsistencyOut(BaseModel):
+    size1: int
+    size2: int
+    root1: str
+    root2: str
+    proof: list[str]
+
+
+# --- the application --------------------------------------------------------------------
+
+
+def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> FastAPI:
+    """The service over ``home``; it opens the exchange when it starts and closes it after.
+
+    ``now`` is the clock used for asks (tests and replays inject one).
+    """
+    state: dict[str, Any] = {}
+    writer = threading.Lock()  # ingests and registrations: one at a time (one writer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with Exchange.open(home) as exchange:
+            state["exchange"] = exchange
+            state["tokens"] = TokenStore.open(home)
+            try:
+                yield
+            finally:
+                state["tokens"].close()
+
+    app = FastAPI(
+        title="onceonly exchange",
+        version="1.0.0",
+        description="Facts instead of certificates; every question on a signed ledger.",
+        lifespan=lifespan,
+        responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    )
+    clock = now or (lambda: dt.datetime.now(dt.UTC))
+
+    def exchange() -> Exchange:
+        found: Exchange = state["exchange"]
+        return found
+
+    # --- errors: JSON with a stable code, never a traceback --------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"code": error.code, "message": error.message, **error.extra}, status_code=error.status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return JSONResponse({"code": "invalid_request", "message": message}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return JSONResponse(
+            {"code": code, "message": str(error.detail)}, status_code=error.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"code": "internal", "message": "internal error; the operator's log has details"},
+            status_code=500,
+        )
+
+    @app.middleware("http")
+    async def _limit_size(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        limit = (
+            MAX_UPLOAD_BYTES
+            if "multipart" in request.headers.get("content-type", "")
+            else MAX_JSON_BYTES
+        )
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse(
+                {"code": "too_large", "message": f"request body over {limit} bytes"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    # --- authentication ------------------------------------------------------------
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        found = state["tokens"].authenticate(token) if token else None
+        if found is None:
+            raise ApiError(401, "unauthenticated", "a valid API token is required (Bearer)")
+        return found  # type: ignore[no-any-return]
+
+    def role(name: str) -> Callable[..., Principal]:
+        def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+            if who.role != name:
+                raise ApiError(403, "forbidden", f"this endpoint is for {name}s, not {who.role}s")
+            return who
+
+        return check
+
+    Caseworker = Annotated[Principal, Depends(role("caseworker"))]
+    Steward = Annotated[Principal, Depends(role("steward"))]
+    Auditor = Annotated[Principal, Depends(role("auditor"))]
+
+    # --- public ----------------------------------------------------------------------
+
+    @app.get("/v1/public/checkpoint", response_class=PlainTextResponse, tags=["public"])
+    def public_checkpoint() -> str:
+        """The latest signed, cosigned checkpoint (C2SP tlog-checkpoint)."""
+        note = exchange().log.latest_checkpoint()
+        if note is None:
+            raise ApiError(404, "no_checkpoint", "the ledger has no checkpoint yet")
+        return note
+
+    @app.get("/v1/public/vkeys", tags=["public"])
+    def public_vkeys() -> dict[str, str]:
+        """The verifier keys third parties need: the log's and the witness's."""
+        from exchange.ledgerlink import log_verifier, witness_verifier
+
+        return {
+            "log": log_verifier(home).verifier_key(),
+            "witness": witness_verifier(home).verifier_key(),
+        }
+
+    @app.get("/v1/public/tiles/{path:path}", tags=["public"])
+    def public_tiles(path: str) -> Response:
+        """The exported tlog-tiles (see `onceonly ledger export-tiles`)."""
+        root = (home.root / "tiles").resolve()
+        target = (root / path).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise ApiError(404, "not_found", f"no tile {path!r}")
+        return Response(target.read_bytes(), media_type="application/octet-stream")
+
+    # --- caseworkers -----------------------------------------------------------------
+
+    @app.get("/v1/facts", tags=["caseworker"])
+    def facts(who: Caseworker) -> list[dict[str, Any]]:
+        """The declared facts, with the service matters this department may ask them for."""
+        from exchange.facts import all_facts
+
+        policy = exchange().policy
+        return [
+            fact.describe() | {"service_matters": policy.service_matters(who.department, fact.id)}
+            for fact in all_facts()
+        ]
+
+    @app.get("/v1/certificates", tags=["caseworker"])
+    def certificates(who: Caseworker) -> list[dict[str, Any]]:
+        """The certificate catalogue: which facts replace which certificate."""
+        from exchange.catalogue import load_catalogue
+
+        return [
+            {
+                "id": c.id,
+                "name": c.name,
+                "english": c.english,
+                "facts": list(c.facts),
+                "issuer": c.issuer,
+                "service_matters": list(c.service_matters),
+            }
+            for c in load_catalogue()
+        ]
+
+    @app.post(
+        "/v1/asks",
+        response_model=AnswerOut,
+        tags=["caseworker"],
+        responses={403: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    )
+    def ask(body: AskBody, who: Caseworker) -> dict[str, Any]:
+        """Ask one fact: policy, query, durable ledger entry, then the signed answer."""
+        try:
+            answer = exchange().ask(
+                body.fact,
+                {k: str(v) for k, v in body.params.items()},
+                principal=who.text,
+                service_matter=body.service_matter,
+                case_ref=body.case_ref,
+                as_of=body.as_of,
+                embargo_until=body.embargo_until,
+                now=clock(),
+            )
+        except AskRefused as refused:
+            raise ApiError(403, "refused", refused.reason, ledger_index=refused.index) from None
+        except AskFailed as failed:
+            raise ApiError(
+                409, "not_answerable", failed.reason, ledger_index=failed.index
+            ) from None
+        return answer.to_dict()
+
+    @app.post("/v1/asks/batch", tags=["caseworker"], responses={403: {"model": ErrorOut}})
+    def ask_batch(
+        who: Caseworker,
+        fact: Annotated[str, Form(max_length=128)],
+        service_matter: Annotated[str, Form(max_length=64)],
+        case_ref: Annotated[str, Form(max_length=128)],
+        params: Annotated[UploadFile, File(description="CSV (UTF-8, header) or Parquet")],
+        answers_format: Annotated[str, Form(pattern="^(csv|parquet)$")] = "csv",
+    ) -> Response:
+        """A caseload in one query: one ledger entry per subject; the answers as a file."""
+        from exchange.batchio import read_params, write_answers
+
+        suffix = Path(params.filename or "").suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise ApiError(422, "invalid_request", "the params file must be .csv or .parquet")
+        with tempfile.TemporaryDirectory() as scratch:
+            given = Path(scratch) / f"params{suffix}"
+            given.write_bytes(params.file.read(MAX_UPLOAD_BYTES + 1)[:MAX_UPLOAD_BYTES])
+            try:
+                table = read_params(given)
+                answers = exchange().ask_batch(
+                    fact, table, principal=who.text, service_matter=service_matter,
+                    case_ref=case_ref, now=clock(),
+                )  # fmt: skip
+            except AskRefused as refused:
+                raise ApiError(403, "refused", refused.reason, ledger_index=refused.index) from None
+            except AskFailed as failed:
+                raise ApiError(
+                    409, "not_answerable", failed.reason, ledger_index=failed.index
+                ) from None
+            out = Path(scratch) / f"answers.{answers_format}"
+            write_answers(answers, out)
+            media = "text/csv" if answers_format == "csv" else "application/vnd.apache.parquet"
+            return Response(out.read_bytes(), media_type=media)
+
+    @app.get(
+        "/v1/receipts/{index}",
+        response_class=PlainTextResponse,
+        tags=["caseworker"],
+        responses={409: {"model": ErrorOut}},
+    )
+    def receipt(index: int, who: Caseworker) -> str:
+        """The c2sp.org/tlog-proof of an entry, once a checkpoint covers it."""
+        return _prove(exchange(), index)
+
+    # --- stewards --------------------------------------------------------------------
+
+    @app.get("/v1/datasets", tags=["steward"])
+    def datasets(who: Steward) -> list[dict[str, Any]]:
+        """Every registered dataset (its owner, compatibility mode, versions)."""
+        from exchange import registry
+
+        found: list[dict[str, Any]] = _plain(registry.datasets(exchange().store))
+        return found
+
+    @app.post("/v1/datasets", tags=["steward"], responses={403: {"model": ErrorOut}})
+    def register_dataset(schema: dict[str, Any], who: Steward) -> dict[str, Any]:
+        """Register a dataset, or its next schema version (compatibility-checked)."""
+        from exchange import registry
+        from exchange.contracts import contract_from_schema
+
+        contract = contract_from_schema(schema, source="request body")
+        if contract.department != who.department:
+            raise ApiError(403, "forbidden", f"{contract.dataset} belongs to {contract.department}")
+        with writer:
+            done = registry.register_schema(exchange().store, contract)
+        registered: dict[str, Any] = _plain(done.__dict__)
+        return registered
+
+    @app.get("/v1/publications", tags=["steward"])
+    def publications(who: Steward) -> list[dict[str, Any]]:
+        """Your department's publications, newest first."""
+        rows: list[dict[str, Any]] = _plain(
+            exchange().store.rows(
+                "SELECT id, dataset, version, rows_read, rows_accepted, rows_quarantined, "
+                "published_at FROM publications WHERE department = ? ORDER BY id DESC",
+                [who.department],
+            )
+        )
+        return rows
+
+    @app.post("/v1/publications", tags=["steward"], responses={403: {"model": ErrorOut}})
+    def upload_publication(
+        who: Steward,
+        manifest: Annotated[UploadFile, File(description="manifest.json")],
+        signature: Annotated[UploadFile, File(description="manifest.sig")],
+        data: Annotated[UploadFile, File(description="data.parquet")],
+        quarantine: Annotated[UploadFile, File(description="quarantine.parquet")],
+    ) -> dict[str, Any]:
+        """Ingest a package signed by your department's key (verified, then atomic)."""
+        from exchange.package import DATA, MANIFEST, QUARANTINE, SIGNATURE
+        from exchange.publish import ingest
+
+        with tempfile.TemporaryDirectory() as scratch:
+            package = Path(scratch) / "package"
+            package.mkdir()
+            for name, upload in (
+                (MANIFEST, manifest), (SIGNATURE, signature), (DATA, data), (QUARANTINE, quarantine)
+            ):  # fmt: skip
+                (package / name).write_bytes(upload.file.read())
+            try:
+                claimed = json.loads((package / MANIFEST).read_text("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise ApiError(422, "invalid_package", "manifest.json is not UTF-8 JSON") from None
+            if not isinstance(claimed, dict) or claimed.get("department") != who.department:
+                raise ApiError(
+                    403, "forbidden", "a steward publishes only their own department's data"
+                )
+            with writer:
+                publication = ingest(
+                    exchange().store, home, package, log=exchange().log, principal=who.text
+                )
+                exchange().refresh()
+        return {
+            "id": publication.id,
+            "dataset": publication.dataset,
+            "version": publication.version,
+            "rows": publication.rows,
+            "unchanged": publication.unchanged,
+        }
+
+    @app.get("/v1/publications/{publication_id}/quarantine", tags=["steward"])
+    def quarantine(publication_id: int, who: Steward, limit: int = 100) -> dict[str, Any]:
+        """A publication's quarantined rows: source row, field, rule, reason."""
+        import pyarrow.parquet as pq
+
+        from exchange.package import QUARANTINE
+
+        found = exchange().store.one("SELECT * FROM publications WHERE id = ?", [publication_id])
+        if found is None or found["department"] != who.department:
+            raise ApiError(404, "not_found", f"no publication {publication_id} of {who.department}")
+        table = pq.read_table(Path(found["package_dir"]) / QUARANTINE)
+        return {
+            "publication": publication_id,
+            "dataset": found["dataset"],
+            "quarantined_rows": found["rows_quarantined"],
+            "violations": table.slice(0, max(0, min(limit, 10_000))).to_pylist(),
+        }
+
+    # --- auditors --------------------------------------------------------------------
+
+    @app.post("/v1/ledger/checkpoint", response_class=PlainTextResponse, tags=["auditor"])
+    def checkpoint(who: Auditor) -> str:
+        """Sign (and have the witness cosign) a checkpoint of the ledger as it is now."""
+        return exchange().log.checkpoint()
+
+    @app.get("/v1/ledger/proof/{index}", response_class=PlainTextResponse, tags=["auditor"])
+    def proof(index: int, who: Auditor) -> str:
+        """An entry's inclusion proof as a c2sp.org/tlog-proof."""
+        return _prove(exchange(), index)
+
+    @app.get("/v1/ledger/consistency", response_model=ConsistencyOut, tags=["auditor"])
+    def consistency(who: Auditor, size1: int, size2: int | None = None) -> dict[str, Any]:
+        """A consistency proof between two tree sizes (default: the latest checkpoint)."""
+        import base64
+
+        log = exchange().log
+        latest = log.size if size2 is None else size2
+        if not 0 <= size1 <= latest <= log.size:
+            raise ApiError(422, "invalid_request", f"need 0 <= size1 <= size2 <= {log.size}")
+        proof = log.consistency_proof(size1, latest)
+        return {
+            "size1": size1,
+            "size2": latest,
+            "root1": base64.b64encode(log.root(size1)).decode(),
+            "root2": base64.b64encode(log.root(latest)).decode(),
+            "proof": [base64.b64encode(h).decode() for h in proof],
+        }
+
+    @app.get("/v1/ledger/verify", tags=["auditor"])
+    def verify(who: Auditor) -> dict[str, Any]:
+        """A full audit of the ledger: every entry, the tree, every checkpoint."""
+        from exchange.ledgerlink import log_verifier, witness_verifier
+
+        report = exchange().log.verify(verifiers=[log_verifier(home), witness_verifier(home)])
+        return {
+            "ok": report.ok,
+            "size": exchange().log.size,
+            "problems": report.lines() if not report.ok else [],
+        }
+
+    _library_errors(app)
+    from exchange.console import add_console
+
+    add_console(app, home, exchange, lambda: state["tokens"], clock)
+    return app
+
+
+def _prove(exchange: Exchange, index: int) -> str:
+    from ledger.log import NotYetCovered
+
+    if index < 0 or index >= exchange.log.size:
+        raise ApiError(404, "not_found", f"no ledger entry {index}")
+    try:
+        return exchange.proof(index)
+    except NotYetCovered as problem:
+        raise ApiError(409, "not_yet_covered", str(problem)) from None
+
+
+def _library_errors(app: FastAPI) -> None:
+    """Library errors as JSON: the user's mistakes 4xx, a failing ledger 503."""
+
+    @app.exception_handler(InvalidArgument)
+    async def _argument(_: Request, error: InvalidArgument) -> JSONResponse:
+        return JSONResponse({"code": "invalid_request", "message": str(error)}, status_code=422)
+
+    @app.exception_handler(ExchangeError)
+    async def _exchange(_: Request, error: ExchangeError) -> JSONResponse:
+        code = _snake(type(error).__name__)
+        return JSONResponse({"code": code, "message": str(error)}, status_code=422)
+
+    @app.exception_handler(LedgerError)
+    async def _ledger(_: Request, error: LedgerError) -> JSONResponse:
+        return JSONResponse(
+            {
+                "code": "ledger_unavailable",
+                "message": "the ledger cannot record; nothing was answered",
+            },
+            status_code=503,
+        )
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _plain(value: Any) -> Any:
+    """Database values as JSON can carry them."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: object) -> object:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, io.IOBase):
+        return None
+    return str(value)

@@ -1,0 +1,118 @@
+"""API tokens: one per principal, stored only as a hash, revocable.
+
+A token is ``oo_<id>_<secret>``: the id (8 hex characters) names it in lists and
+revocations; the exchange keeps ``SHA-256(token)`` and never the token itself, so a
+copy of the home does not hand out working credentials. A token is bound to its
+principal (`steward:`, `caseworker:` or `auditor:<department>/<user>`), hence to a
+department and a role.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from exchange.errors import ExchangeError, InvalidArgument
+from exchange.home import Home
+from exchange.policy import Principal, parse_principal
+from exchange.store import utc
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    principal TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    revoked_at TEXT
+)
+"""
+
+
+class UnknownToken(ExchangeError):
+    """No token with that id."""
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    principal: str
+    issued_at: str
+    revoked_at: str | None
+
+
+def tokens_path(home: Home) -> Path:
+    return home.root / "tokens.sqlite"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, path: Path) -> None:
+        fresh = not path.exists()
+        self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if fresh:
+            path.chmod(0o600)
+        self._con.execute(_DDL)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, home: Home) -> TokenStore:
+        return cls(tokens_path(home.require()))
+
+    def close(self) -> None:
+        self._con.close()
+
+    def issue(self, principal: str, *, now: dt.datetime | None = None) -> tuple[str, TokenInfo]:
+        """A new token for ``principal``; the only time the token itself is seen."""
+        if parse_principal(principal) is None:
+            raise InvalidArgument(
+                f"not a principal: {principal!r} (steward|caseworker|auditor:<department>/<user>)"
+            )
+        token_id = secrets.token_hex(4)
+        token = f"oo_{token_id}_{secrets.token_urlsafe(32)}"
+        issued = utc(now).isoformat(timespec="seconds")
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?, NULL)",
+                [token_id, _digest(token), principal, issued],
+            )
+        return token, TokenInfo(token_id, principal, issued, None)
+
+    def revoke(self, token_id: str, *, now: dt.datetime | None = None) -> TokenInfo:
+        with self._lock:
+            changed = self._con.execute(
+                "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                [utc(now).isoformat(timespec="seconds"), token_id],
+            ).rowcount
+        if not changed:
+            raise UnknownToken(f"no token {token_id!r} (onceonly token list)")
+        return next(t for t in self.list() if t.id == token_id)
+
+    def list(self) -> list[TokenInfo]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT id, principal, issued_at, revoked_at FROM tokens ORDER BY issued_at, id"
+            ).fetchall()
+        return [TokenInfo(*row) for row in rows]
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal a valid, unrevoked token stands for; None otherwise."""
+        if not token.startswith("oo_") or len(token) > 200:
+            return None
+        with self._lock:
+            row = self._con.execute(
+                "SELECT sha256, principal, revoked_at FROM tokens WHERE id = ?", [token[3:11]]
+            ).fetchone()
+        if row is None or row[2] is not None:
+            return None
+        if not hmac.compare_digest(row[0], _digest(token)):
+            return None
+        return parse_principal(row[1])
