@@ -39,6 +39,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -75,6 +76,7 @@ from ledger.note import sign_note
 
 ANSWER_DOMAIN = b"onceonly-answer-v1\x00"
 RECEIPT_HEADER = "onceonly answer receipt v1"
+_LONG_DIGITS = re.compile(r"[0-9]{15}")
 _IDENTIFIER_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-"
 )
@@ -136,8 +138,8 @@ def answer_digest(canonical: bytes, nonce: bytes) -> bytes:
 
 def _identifier(text: object) -> str:
     """A caller-supplied name as a ledger identifier, or "unknown" (never free text)."""
-    if not isinstance(text, str) or not 0 < len(text) <= 128:
-        return "unknown"
+    if not isinstance(text, str) or not 0 < len(text) <= 128 or _LONG_DIGITS.search(text):
+        return "unknown"  # a long digit run could be a resident ID: never into the ledger
     return text if set(text) <= _IDENTIFIER_CHARS and text[0].isalnum() else "unknown"
 
 

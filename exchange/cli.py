@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from connectors.errors import ConnectorError
+from exchange.cli_audit import audit_app, citizen_report_command, staff_app
 from exchange.cli_ledger import ledger_app, witness_app
 from exchange.cli_service import serve, token_app
 from exchange.errors import ExchangeError, InvalidArgument
@@ -198,6 +199,9 @@ app.add_typer(token_app, name="token")
 app.command()(serve)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(witness_app, name="witness")
+app.add_typer(audit_app, name="audit")
+app.add_typer(staff_app, name="staff")
+app.command("citizen-report")(citizen_report_command)
 
 
 @contextmanager
@@ -478,6 +482,9 @@ def demo(
     from exchange.demo import ask_catalogue
 
     asked = ask_catalogue(home)
+    from exchange.demo import audit_summary
+
+    audited = audit_summary(home, home.root / "audit-report.html")
     ask_rows = [
         {
             "certificate": a.certificate,
@@ -498,6 +505,8 @@ def demo(
                 "asks": [a.__dict__ for a in asked.asks],
                 "checkpoint": asked.checkpoint,
                 "ledger_verified": asked.verified,
+                "alerts": [a.to_dict() for a in audited.alerts],
+                "audit_report": str(audited.report),
             }
         )
         return
@@ -529,6 +538,23 @@ def demo(
     )
     for problem in asked.problems:
         out.print(f"  {escape(problem)}")
+    out.print()
+    out.print("E-supervision over the ledger, after a few planted anomalies:")
+    for planted in audited.planted:
+        out.print(f"  planted: {escape(planted)}")
+    counts = audited.counts
+    out.print(
+        _table(
+            "Alerts by kind and card",
+            [{"kind": k, "yellow": counts[(k, "yellow")], "red": counts[(k, "red")]}
+             for k in ("time", "process", "content", "discretion", "risk")],
+            ["kind", "yellow", "red"],
+        )
+    )  # fmt: skip
+    out.print(
+        f"Audit report ({audited.certificates_replaced:,} certificates replaced, "
+        f"{audited.trips_saved:,} trips saved): {escape(str(audited.report))}"
+    )
     out.print(
         "Try: onceonly ask person.alive --param person_id=<ID> --as caseworker:hrss/you "
         "--purpose RS-YL-01 --case RS-2026-000001"
@@ -785,4 +811,8 @@ def _fail(message: str, details: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this `__main__` copy: the sub-command modules read
+    # the global options from `exchange.cli`, which must be the one that parsed them.
+    from exchange.cli import main as imported_main
+
+    sys.exit(imported_main())

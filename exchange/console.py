@@ -88,7 +88,8 @@ def add_console(
             "(<code>onceonly token issue --as caseworker:&lt;department&gt;/&lt;you&gt;</code>)."
             "</p><form method='post' action='/console/login'>"
             "<label for='token'>Token</label><input id='token' name='token' type='password' "
-            "autocomplete='off' required><button class='primary' type='submit'>Sign in</button>"
+            "autocomplete='off' required><button class='primary' id='sign-in' type='submit'>"
+            "Sign in</button>"
             "</form></section>"
         )
         return _page("console", body)
@@ -140,7 +141,7 @@ def add_console(
             "<form method='get' action='/console/caseworker'>"
             f"<label for='certificate'>Certificate the citizen was asked for</label>"
             f"<select id='certificate' name='certificate'>{options}</select>"
-            "<button class='primary' type='submit'>Choose</button></form></section>"
+            "<button class='primary' id='choose' type='submit'>Choose</button></form></section>"
         )
         chosen = next((c for c in catalogue if c.id == certificate), None)
         if chosen is not None:

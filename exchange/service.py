@@ -436,6 +436,24 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
         """An entry's inclusion proof as a c2sp.org/tlog-proof."""
         return _prove(exchange(), index)
 
+    @app.get("/v1/ledger/entries/{index}", tags=["auditor"])
+    def ledger_entry(index: int, who: Auditor) -> dict[str, Any]:
+        """An entry: decoded, and its canonical bytes (base64) for anyone to hash."""
+        import base64
+        import dataclasses
+
+        from ledger.entries import decode
+
+        log = exchange().log
+        if not 0 <= index < log.size:
+            raise ApiError(404, "not_found", f"no ledger entry {index}")
+        raw = log.entry(index)
+        return {
+            "index": index,
+            "raw": base64.b64encode(raw).decode(),
+            "entry": _plain(dataclasses.asdict(decode(raw))),
+        }
+
     @app.get("/v1/ledger/consistency", response_model=ConsistencyOut, tags=["auditor"])
     def consistency(who: Auditor, size1: int, size2: int | None = None) -> dict[str, Any]:
         """A consistency proof between two tree sizes (default: the latest checkpoint)."""

@@ -1,0 +1,366 @@
+"""The exchange as a service: a real `onceonly serve` process, a real HTTP client.
+
+Every endpoint with every role, 401/403 paths, size limits and malformed bodies; the
+OpenAPI document fuzzed by Schemathesis (no 5xx, responses as documented); the
+caseworker console driven in a real headless Chromium (Debian's, never downloaded).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exchange import demo
+from exchange.home import Home
+from exchange.ledgerlink import log_verifier
+from exchange.store import ExchangeStore
+from exchange.tokens import TokenStore
+from ledger.log import verify_receipt
+from ledger.proofs import verify_consistency
+
+CHROMIUM = Path("/usr/bin/chromium")
+CASE = "RS-2026-000123"
+
+PRINCIPALS = {
+    "caseworker": "caseworker:hrss/zhang",
+    "housing": "caseworker:housing/li",
+    "steward": "steward:health/chen",
+    "other_steward": "steward:education/wu",
+    "auditor": "auditor:audit_office/sun",
+    "revoked": "caseworker:hrss/gone",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("service")
+    home = Home(root / "home")
+    demo.run(home, root / "city", persons=2000, seed=7, dirty_rate=0.01)
+    store = TokenStore.open(home)
+    tokens = {role: store.issue(principal)[0] for role, principal in PRINCIPALS.items()}
+    store.revoke(tokens["revoked"][3:11])
+    store.close()
+    with ExchangeStore(home.exchange_db) as exchange_store:
+        person = exchange_store.rows(
+            'SELECT id_number FROM published."household_register" ORDER BY id_number LIMIT 1'
+        )[0]["id_number"]
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exchange.cli", "--home", str(home.root), "serve",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:  # pragma: no cover - a server that never starts
+        process.kill()
+        raise RuntimeError(
+            f"the service did not start: {process.stdout.read() if process.stdout else ''}"
+        )
+    yield {"base": base, "tokens": tokens, "home": home, "root": root, "person": person}
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        process.kill()
+
+
+def _client(server: dict[str, Any], role: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {server['tokens'][role]}"} if role else {}
+    return httpx.Client(base_url=server["base"], headers=headers, timeout=60)
+
+
+def _ask_body(person: str, **change: Any) -> dict[str, Any]:
+    body = {"fact": "person.alive", "params": {"person_id": person},
+            "service_matter": "RS-YL-01", "case_ref": CASE}  # fmt: skip
+    return body | change
+
+
+def _is_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code and body["message"]
+    assert "Traceback" not in response.text
+    return body
+
+
+# --- authentication and roles ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [None, "bogus", "revoked"])
+def test_no_valid_token_is_401(server: dict[str, Any], role: str | None) -> None:
+    headers = {}
+    if role == "bogus":
+        headers = {"Authorization": "Bearer oo_deadbeef_notatoken"}
+    elif role == "revoked":
+        headers = {"Authorization": f"Bearer {server['tokens']['revoked']}"}
+    for method, path in [("GET", "/v1/facts"), ("POST", "/v1/asks"), ("GET", "/v1/datasets"),
+                         ("GET", "/v1/ledger/verify"), ("GET", "/v1/receipts/0")]:  # fmt: skip
+        response = httpx.request(method, server["base"] + path, headers=headers, json={})
+        _is_error(response, 401, "unauthenticated")
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path"),
+    [
+        ("steward", "POST", "/v1/asks"),
+        ("auditor", "GET", "/v1/facts"),
+        ("caseworker", "GET", "/v1/datasets"),
+        ("caseworker", "POST", "/v1/ledger/checkpoint"),
+        ("steward", "GET", "/v1/ledger/verify"),
+        ("auditor", "GET", "/v1/publications"),
+    ],
+)
+def test_a_role_reaches_only_its_endpoints(
+    server: dict[str, Any], role: str, method: str, path: str
+) -> None:
+    with _client(server, role) as client:
+        body = _is_error(
+            client.request(method, path, json=_ask_body(server["person"])), 403, "forbidden"
+        )
+    assert "this endpoint is for" in body["message"]
+
+
+# --- caseworkers -------------------------------------------------------------------------
+
+
+def test_a_caseworker_asks_and_gets_a_signed_answer_then_a_receipt(server: dict[str, Any]) -> None:
+    with _client(server, "caseworker") as client:
+        facts = client.get("/v1/facts").json()
+        assert {f["id"] for f in facts} >= {"person.alive", "kinship.parent_of"}
+        assert client.get("/v1/certificates").status_code == 200
+        answer = client.post("/v1/asks", json=_ask_body(server["person"])).json()
+        assert answer["fact"] == "person.alive" and isinstance(answer["result"], bool)
+        index = answer["ledger_index"]
+        _is_error(client.get(f"/v1/receipts/{index}"), 409, "not_yet_covered")
+        _is_error(client.get("/v1/receipts/999999"), 404, "not_found")
+    with _client(server, "auditor") as auditor:
+        assert auditor.post("/v1/ledger/checkpoint").status_code == 200
+    with _client(server, "caseworker") as client:
+        receipt = client.get(f"/v1/receipts/{index}")
+    assert receipt.status_code == 200 and receipt.text.startswith("c2sp.org/tlog-proof@v1")
+    with _client(server, "auditor") as auditor:
+        proof = auditor.get(f"/v1/ledger/proof/{index}").text
+    assert proof == receipt.text
+
+
+def test_a_policy_refusal_is_403_and_on_the_ledger(server: dict[str, Any]) -> None:
+    with _client(server, "housing") as client:
+        body = _is_error(
+            client.post("/v1/asks", json=_ask_body(server["person"], service_matter="ZJ-GF-01")),
+            403, "refused",
+        )  # fmt: skip
+    assert body["message"] == "no grant for this fact and service matter"
+    assert isinstance(body["ledger_index"], int)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ("{not json", 422, "invalid_request"),
+        (json.dumps({"fact": "person.alive"}), 422, "invalid_request"),
+        (json.dumps({"fact": "x" * 500, "params": {}, "service_matter": "a", "case_ref": "b"}),
+         422, "invalid_request"),
+        (json.dumps({"fact": "person.alive", "params": [1], "service_matter": "a",
+                     "case_ref": "b"}), 422, "invalid_request"),
+    ],
+)  # fmt: skip
+def test_malformed_bodies_are_422_with_a_code(
+    server: dict[str, Any], body: str, status: int, code: str
+) -> None:
+    with _client(server, "caseworker") as client:
+        response = client.post(
+            "/v1/asks", content=body, headers={"content-type": "application/json"}
+        )
+    _is_error(response, status, code)
+
+
+def test_request_bodies_are_size_limited(server: dict[str, Any]) -> None:
+    huge = json.dumps(_ask_body(server["person"], case_ref="x" * (2 << 20)))
+    with _client(server, "caseworker") as client:
+        response = client.post(
+            "/v1/asks", content=huge, headers={"content-type": "application/json"}
+        )
+    _is_error(response, 413, "too_large")
+
+
+def test_a_batch_upload_returns_the_answers(server: dict[str, Any]) -> None:
+    people = [server["person"], "11010519491231002X", "not-an-id"]
+    csv = "person_id\n" + "\n".join(people) + "\n"
+    with _client(server, "caseworker") as client:
+        response = client.post(
+            "/v1/asks/batch",
+            data={"fact": "person.alive", "service_matter": "RS-YL-01", "case_ref": CASE},
+            files={"params": ("pensioners.csv", csv.encode(), "text/csv")},
+        )
+    assert response.status_code == 200, response.text
+    lines = response.text.splitlines()
+    assert lines[0].startswith('"person_id","answer","outcome"') and len(lines) == 4
+    assert '"refused"' in lines[3]
+
+
+# --- stewards ----------------------------------------------------------------------------
+
+
+def test_a_steward_uploads_a_package_signed_by_their_department(
+    server: dict[str, Any], tmp_path: Path
+) -> None:
+    from connectors import load_source
+    from exchange.keys import load_private_key
+    from exchange.package import DATA, MANIFEST, QUARANTINE, SIGNATURE, build_package
+
+    home: Home = server["home"]
+    sources = Path(__file__).resolve().parent.parent / "connectors" / "sources"
+    key = load_private_key(home.department_keys / "health.pem")
+    package = build_package(
+        load_source(sources / "health.deaths.toml"), tmp_path, key, city=server["root"] / "city"
+    )
+    files = {
+        "manifest": (MANIFEST, (package.path / MANIFEST).read_bytes()),
+        "signature": (SIGNATURE, (package.path / SIGNATURE).read_bytes()),
+        "data": (DATA, (package.path / DATA).read_bytes()),
+        "quarantine": (QUARANTINE, (package.path / QUARANTINE).read_bytes()),
+    }
+    with _client(server, "steward") as client:
+        published = client.post("/v1/publications", files=files)
+        assert published.status_code == 200, published.text
+        assert published.json()["unchanged"] is True  # the demo already published this data
+        listed = client.get("/v1/publications").json()
+        assert {p["dataset"] for p in listed} == {"births", "deaths"}
+        quarantine = client.get(f"/v1/publications/{listed[0]['id']}/quarantine").json()
+        assert (
+            quarantine["quarantined_rows"] == len(quarantine["violations"])
+            or quarantine["violations"]
+        )
+        # An altered package is refused, whoever uploads it.
+        altered = dict(files)
+        altered["data"] = (DATA, files["data"][1][:-10] + b"\x00" * 10)
+        _is_error(client.post("/v1/publications", files=altered), 422, "package_invalid")
+    with _client(server, "other_steward") as other:
+        body = _is_error(other.post("/v1/publications", files=files), 403, "forbidden")
+        assert "own department" in body["message"]
+        _is_error(other.get(f"/v1/publications/{listed[0]['id']}/quarantine"), 404, "not_found")
+
+
+def test_a_steward_registers_only_their_own_datasets(server: dict[str, Any]) -> None:
+    from exchange.contracts import load_contract
+
+    deaths = load_contract("deaths", "1.0.0").schema
+    with _client(server, "steward") as client:
+        done = client.post("/v1/datasets", json=deaths)
+        assert done.status_code == 200 and done.json()["unchanged"] is True
+        assert any(d["dataset"] == "deaths" for d in client.get("/v1/datasets").json())
+    with _client(server, "other_steward") as other:
+        _is_error(other.post("/v1/datasets", json=deaths), 403, "forbidden")
+
+
+# --- auditors and the public -------------------------------------------------------------
+
+
+def test_auditors_check_the_ledger_and_anyone_gets_what_third_parties_need(
+    server: dict[str, Any],
+) -> None:
+    with _client(server, "auditor") as auditor:
+        note = auditor.post("/v1/ledger/checkpoint").text
+        size = int(note.splitlines()[1])
+        consistency = auditor.get("/v1/ledger/consistency", params={"size1": 1}).json()
+        verified = auditor.get("/v1/ledger/verify").json()
+        _is_error(auditor.get("/v1/ledger/consistency", params={"size1": 10**9}), 422,
+                  "invalid_request")  # fmt: skip
+    assert verified["ok"] is True and verified["size"] >= size
+    verify_consistency(
+        consistency["size1"], consistency["size2"],
+        [base64.b64decode(h) for h in consistency["proof"]],
+        base64.b64decode(consistency["root1"]), base64.b64decode(consistency["root2"]),
+    )  # fmt: skip
+    public = httpx.get(server["base"] + "/v1/public/checkpoint")
+    assert public.status_code == 200 and public.text.startswith("onceonly.example/exchange\n")
+    vkeys = httpx.get(server["base"] + "/v1/public/vkeys").json()
+    assert vkeys["log"] == log_verifier(server["home"]).verifier_key()
+    traversal = httpx.get(server["base"] + "/v1/public/tiles/..%2F..%2Fkeys%2Fexchange-log.pem")
+    assert traversal.status_code == 404
+
+
+def test_a_receipt_from_the_api_verifies_offline(server: dict[str, Any]) -> None:
+    with _client(server, "caseworker") as client:
+        index = client.post("/v1/asks", json=_ask_body(server["person"])).json()["ledger_index"]
+    with _client(server, "auditor") as auditor:
+        auditor.post("/v1/ledger/checkpoint")
+    with _client(server, "caseworker") as client:
+        receipt = client.get(f"/v1/receipts/{index}").text
+    with _client(server, "auditor") as auditor:
+        raw = auditor.get(f"/v1/ledger/entries/{index}").json()["raw"]
+    entry = base64.b64decode(raw)
+    verify_receipt(receipt, entry, log_verifier(server["home"]))  # receipt, entry, key: enough
+    with pytest.raises(Exception, match=r"(?i)proof|mismatch|verify|leaf"):
+        verify_receipt(receipt, entry + b"x", log_verifier(server["home"]))
+
+
+# --- fuzzing and a browser ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["caseworker", "auditor", "steward"])
+def test_schemathesis_finds_no_server_errors(server: dict[str, Any], role: str) -> None:
+    st = Path(sys.executable).parent / "st"
+    result = subprocess.run(
+        [str(st), "run", f"{server['base']}/openapi.json",
+         "--header", f"Authorization: Bearer {server['tokens'][role]}",
+         "--checks", "not_a_server_error,response_schema_conformance",
+         "--max-examples", "15", "--generation-deterministic",
+         "--exclude-path-regex", "^/v1/(ledger/checkpoint|publications)$"],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt install chromium)"
+)
+def test_a_caseworker_replaces_a_certificate_in_the_browser(server: dict[str, Any]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(server["base"] + "/console")
+        page.fill("#token", server["tokens"]["caseworker"])
+        page.click("#sign-in")
+        page.select_option("#certificate", "alive")
+        page.click("#choose")
+        page.fill("#param_person_id", server["person"])
+        page.fill("#case_ref", CASE)
+        page.click("#ask")
+        answer = page.text_content("#answer")
+        index = page.text_content("#ledger-index")
+        with page.expect_download() as download:
+            page.click("#download")
+        receipt = Path(download.value.path()).read_text()
+        browser.close()
+    assert answer in ("true", "false")
+    assert index is not None and index.isdigit()
+    assert receipt.startswith("onceonly answer receipt v1\n") and f"index {index}\n" in receipt
