@@ -332,7 +332,7 @@ def test_schemathesis_finds_no_server_errors(server: dict[str, Any], role: str) 
          "--checks", "not_a_server_error,response_schema_conformance",
          "--max-examples", "15", "--generation-deterministic",
          "--exclude-path-regex", "^/v1/(ledger/checkpoint|publications)$"],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=600, check=False, cwd=server["root"],
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
