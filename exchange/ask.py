@@ -57,9 +57,11 @@ from exchange.facts import (
     Fact,
     FactError,
     InvalidParameters,
+    check_one,
     evaluate,
     evaluate_one,
     load_fact,
+    param_schema,
     parameter_table,
     pin_publications,
     published,
@@ -250,6 +252,64 @@ def archive_path(home: Home) -> Path:
     return home.root / "asks" / "archive.sqlite"
 
 
+class _Pending:
+    __slots__ = ("done", "error", "result", "row")
+
+    def __init__(self, row: dict[str, object]) -> None:
+        self.row = row
+        self.done = False
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
+class QueryBatcher:
+    """Concurrent single asks of one fact share one query, as appends share one commit.
+
+    A fact's query answers a parameter table of any length for about the cost of one
+    row, so when caseworkers ask at the same moment, the first to arrive runs the query
+    for everyone waiting on the same fact and publications, then the next waiting one
+    for those who arrived meanwhile. Alone, an ask runs at once: nothing waits for a
+    batch to fill.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._queues: dict[tuple[str, tuple[int, ...]], list[_Pending]] = {}
+        self._running: set[tuple[str, tuple[int, ...]]] = set()
+
+    def answer(self, cursor: Any, fact: Fact, row: dict[str, object], sources: list[Any]) -> object:
+        key = (fact.ref, tuple(s.publication_id for s in sources))
+        mine = _Pending(row)
+        with self._lock:
+            self._queues.setdefault(key, []).append(mine)
+            while not mine.done and key in self._running:
+                self._lock.wait()
+            if mine.done:
+                if mine.error is not None:
+                    raise mine.error
+                return mine.result
+            batch = self._queues.pop(key)
+            self._running.add(key)
+        try:
+            if len(batch) == 1:
+                results: list[object] = [evaluate_one(cursor, fact, row, sources)]
+            else:
+                rows = [p.row | {"_n": n} for n, p in enumerate(batch)]
+                table = pa.Table.from_pylist(rows, schema=param_schema(fact))
+                results = evaluate(cursor, fact, table, sources).column("answer").to_pylist()
+            error: BaseException | None = None
+        except BaseException as problem:  # every waiter hears of it, not just the leader
+            results, error = [None] * len(batch), problem
+        with self._lock:
+            for pending, result in zip(batch, results, strict=True):
+                pending.result, pending.error, pending.done = result, error, True
+            self._running.discard(key)
+            self._lock.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+
 class Exchange:
     """The exchange as a caseworker meets it: ask, ask a batch, fetch a proof."""
 
@@ -269,6 +329,7 @@ class Exchange:
         self._subject_key = subject_key(home)
         self._signer = log_signer(home)
         self._local = threading.local()
+        self._batcher = QueryBatcher()
         self.refresh()
 
     def refresh(self) -> None:
@@ -358,20 +419,20 @@ class Exchange:
         if reason:
             raise refuse(reason, subject_ids, salt)
         try:
-            table, ok = parameter_table(fact, [dict(params)], today=now.date())
+            row = check_one(fact, params, today=now.date())
         except InvalidParameters:
             raise refuse("parameters do not fit the fact contract", subject_ids, salt) from None
-        if not ok[0].as_py():
+        if row is None:
             raise refuse("parameters do not fit the fact contract", subject_ids, salt)
         try:
             cursor = self._cursor()
             sources = pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
-            result = result_value(fact, evaluate_one(cursor, fact, table, sources))
+            result = result_value(fact, self._batcher.answer(cursor, fact, row, sources))
         except (FactError, ExchangeError) as problem:
             index = self.log.append(entry("error", reason=_reason(problem)))
             raise AskFailed(str(problem), index) from problem
         relied_on = tuple(sorted(s.publication_id for s in sources))
-        clean = {p.name: _jsonable(table.column(p.name)[0].as_py()) for p in fact.parameters}
+        clean = {p.name: _jsonable(row[p.name]) for p in fact.parameters}
         canonical = canonical_answer(fact.ref, clean, result, relied_on, time)
         digest = answer_digest(canonical, salt)
         tags, commitments = self._subjects(subject_ids, salt)

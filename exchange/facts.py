@@ -412,6 +412,71 @@ def _typed(parameter: Parameter, column: pa.Array) -> tuple[pa.Array, pa.Array]:
     return pc.if_else(fits, text, pa.scalar(None, pa.string())), fits
 
 
+def check_one(
+    fact: Fact, params: Mapping[str, object], *, today: dt.date
+) -> dict[str, object] | None:
+    """One question's parameters, typed as the query sees them; None if any does not fit.
+
+    The scalar twin of `parameter_table` (same rules, same verdicts — a property test
+    holds them together) for the single ask, where building Arrow arrays for one row
+    would cost more than the checks. Unknown or missing names raise `InvalidParameters`.
+    """
+    from exchange.residentid import problem
+
+    names = {p.name for p in fact.parameters}
+    if set(params) != names:
+        missing, extra = names - set(params), set(params) - names
+        raise InvalidParameters(
+            f"{fact.ref}: missing {sorted(missing)}"
+            if missing
+            else f"{fact.ref}: no {sorted(extra)}"
+        )
+    typed: dict[str, object] = {"_n": 0}
+    for parameter in fact.parameters:
+        raw = params[parameter.name]
+        if isinstance(raw, bool) or raw is None:
+            return None
+        if parameter.type == "date" and isinstance(raw, dt.date):
+            typed[parameter.name] = raw
+            continue
+        text = str(raw).strip()
+        kind = parameter.type
+        value: object = text
+        if kind == "resident_id":
+            ok = problem(text) is None
+        elif kind == "division_code":
+            ok = bool(_DIVISION.fullmatch(text))
+        elif kind == "city_code":
+            ok = bool(_CITY.fullmatch(text))
+        elif kind == "enum":
+            ok = text in parameter.values
+        elif kind == "integer":
+            ok = bool(re.fullmatch(r"[0-9]{1,5}", text)) and int(text) <= MAX_INTEGER
+            value = int(text) if ok else None
+        elif kind == "date":
+            try:
+                ok = bool(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text))
+                value = dt.date.fromisoformat(text) if ok else None
+            except ValueError:
+                ok = False
+        else:
+            ok = len(text) <= MAX_STRING
+        if not ok:
+            return None
+        typed[parameter.name] = value
+    typed["_today"] = today
+    return typed
+
+
+def param_schema(fact: Fact) -> pa.Schema:
+    """The Arrow schema of a fact's ``{params}`` relation."""
+    return pa.schema(
+        [("_n", pa.int64())]
+        + [(p.name, p.arrow_type) for p in fact.parameters]
+        + [("_today", pa.date32())]
+    )
+
+
 def parse_param_args(fact: Fact, pairs: Iterable[str]) -> dict[str, str]:
     """`k=v` command-line pairs as a parameter mapping (checked later, with the contract)."""
     values: dict[str, str] = {}
@@ -559,13 +624,16 @@ def evaluate(con: Any, fact: Fact, params: pa.Table, sources: list[Source]) -> p
 _SQL_TYPES = {"integer": "BIGINT", "date": "DATE"}
 
 
-def evaluate_one(con: Any, fact: Fact, params: pa.Table, sources: list[Source]) -> object:
+def evaluate_one(
+    con: Any, fact: Fact, params: pa.Table | Mapping[str, object], sources: list[Source]
+) -> object:
     """One question's answer: the same query, its parameters bound as named values.
 
     For a single ask this skips registering an Arrow table: the parameter relation is a
     one-row SELECT of bound parameters (``$p_<name>``), still never SQL text.
+    ``params`` is a one-row table or a row from `check_one`.
     """
-    row = params.slice(0, 1).to_pylist()[0]
+    row = params.slice(0, 1).to_pylist()[0] if isinstance(params, pa.Table) else params
     columns = ", ".join(
         [
             f"CAST($p_{p.name} AS {_SQL_TYPES.get(p.type, 'VARCHAR')}) AS {p.name}"

@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exchange import demo
 from exchange.ask import AskRefused, Exchange, answer_digest, canonical_answer
@@ -405,3 +407,54 @@ def test_a_schema_change_that_breaks_a_fact_names_it(city: dict[str, Any]) -> No
     report = refused.value.report
     assert "kinship.parent_of@1.0.0" in report.breaking_facts["mother_id"]
     assert any("kinship.parent_of" in line for line in report.lines())
+
+
+def test_concurrent_asks_share_queries_and_each_gets_its_own_answer(city: dict[str, Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    people = city["alive"][:40] + city["dead"][:40]
+    policy = dataclasses.replace(load_policy(), per_minute=10**6, per_day=10**6)
+    with Exchange.open(city["home"], policy=policy) as exchange:
+
+        def ask(person: str) -> tuple[object, int]:
+            answer = exchange.ask("person.alive", {"person_id": person}, case_ref=CASE, **HRSS)
+            return answer.result, answer.ledger_index
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, people))
+        entries = {i: decode(exchange.log.entry(i)) for _, i in answers}
+        tags = {p: exchange.subject_tag(p) for p in people}
+    assert [a for a, _ in answers] == [True] * 40 + [False] * 40
+    assert len({i for _, i in answers}) == 80  # one entry each
+    for person, (_, index) in zip(people, answers, strict=True):
+        assert entries[index].subject_tags == (tags[person],)  # and each its own subject
+
+
+@given(
+    values=st.lists(
+        st.one_of(
+            st.text(alphabet="0123456789X -", max_size=20),
+            st.sampled_from(["11010519491231002X", " 11010519491231002X ", "110105194912310021"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    months=st.one_of(st.integers(-5, 20_000).map(str), st.text(max_size=6)),
+    level=st.sampled_from(["associate", "bachelor", "master", "doctorate", "phd", ""]),
+)
+def test_check_one_agrees_with_the_column_checks(
+    values: list[str], months: str, level: str
+) -> None:
+    from exchange.facts import check_one, load_fact, parameter_table
+
+    today = dt.date(2026, 6, 30)
+    for fact_id, make in (
+        ("person.alive", lambda v: {"person_id": v}),
+        ("social_insurance.months_at_least",
+         lambda v: {"person_id": v, "city_code": "440100", "months": months}),
+        ("education.degree_at_least", lambda v: {"person_id": v, "level": level}),
+    ):  # fmt: skip
+        fact = load_fact(fact_id)
+        rows = [make(v) for v in values]
+        _, ok = parameter_table(fact, rows, today=today)
+        assert [check_one(fact, row, today=today) is not None for row in rows] == ok.to_pylist()
