@@ -540,8 +540,8 @@ def demo(
         out.print(f"  {escape(problem)}")
     out.print()
     out.print("E-supervision over the ledger, after a few planted anomalies:")
-    for planted in audited.planted:
-        out.print(f"  planted: {escape(planted)}")
+    for plant in audited.planted:
+        out.print(f"  planted: {escape(plant)}")
     counts = audited.counts
     out.print(
         _table(
@@ -558,6 +558,11 @@ def demo(
     out.print(
         "Try: onceonly ask person.alive --param person_id=<ID> --as caseworker:hrss/you "
         "--purpose RS-YL-01 --case RS-2026-000001"
+    )
+    out.print(
+        "The service and its web console: onceonly token issue --as caseworker:hrss/you; "
+        "onceonly serve; then open http://127.0.0.1:8000/console and sign in with the token "
+        "(or `onceonly serve --demo` on a fresh home prints demo tokens)."
     )
 
 
