@@ -183,3 +183,104 @@ def params_of_first_resident(cursor: Any) -> dict[str, str]:
         'SELECT id_number FROM published."household_register" ORDER BY id_number LIMIT 1'
     ).fetchall()
     return {"person_id": str(found[0][0])}
+
+
+@dataclass(frozen=True)
+class AuditSummary:
+    """What `audit_summary` planted and found: alert counts by (kind, card), the report."""
+
+    planted: list[str]
+    alerts: list[Any]  # exchange.supervision.Alert
+    counts: dict[tuple[str, str], int]
+    report: Path
+    certificates_replaced: int
+    trips_saved: int
+
+
+def audit_summary(home: Home, out: Path, *, now: dt.datetime | None = None) -> AuditSummary:
+    """Plant a few anomalous asks, raise the e-supervision alerts, write the audit report.
+
+    The plants, so the alert summary is not empty (each is a real, ledgered ask):
+    a caseworker of civil affairs, registered in the staff register as a resident of the
+    city, asks about their own mother (risk, red); a pension caseworker asks at 02:13
+    Beijing time (time, red); a housing caseworker makes 40 asks in two minutes (time);
+    an education caseworker is refused six times probing a fact it has no grant for
+    (process); two departments use one case reference (process, red). Then a cosigned
+    checkpoint covers them, and the report is written to ``out``.
+    """
+    import contextlib
+
+    from exchange.ask import AskRefused, Exchange
+    from exchange.report import home_report
+    from exchange.store import dataset_view
+    from exchange.supervision import AlertSummary, add_staff
+
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    beijing = dt.timedelta(hours=8)
+    # Yesterday, local time: the plants are in the past whenever the demo runs.
+    yesterday = (moment + beijing).date() - dt.timedelta(days=1)
+
+    def at(hour: int, minute: int, second: int = 0) -> dt.datetime:
+        local = dt.datetime.combine(yesterday, dt.time(hour, minute), dt.UTC)
+        return local - beijing + dt.timedelta(seconds=second)
+
+    planted: list[str] = []
+    with Exchange.open(home) as exchange:
+        cursor = exchange.store.con.cursor()
+        register, births = dataset_view("household_register"), dataset_view("births")
+        staff = cursor.execute(
+            f"SELECT b.child_id, b.mother_id FROM {births} b "
+            f"JOIN {register} c ON c.id_number = b.child_id AND c.status = '正常' "
+            f"JOIN {register} m ON m.id_number = b.mother_id AND m.status = '正常' "
+            "WHERE b.birth_date <= '2004-12-31' ORDER BY b.cert_no LIMIT 1"
+        ).fetchone()
+        people = [
+            str(r[0])
+            for r in cursor.execute(
+                f"SELECT id_number FROM {register} WHERE status = '正常' "
+                "ORDER BY id_number DESC LIMIT 48"
+            ).fetchall()
+        ]
+
+        def ask(fact: str, person: str, principal: str, matter: str, case: str,
+                when: dt.datetime) -> None:  # fmt: skip
+            params = {"person_id": person}
+            if fact == "property.none_in_city":
+                params["city_code"] = "440100"
+            # A refusal is on the record too: for supervision, that is the point.
+            with contextlib.suppress(AskRefused):
+                exchange.ask(fact, params, principal=principal, service_matter=matter,
+                             case_ref=case, now=when)  # fmt: skip
+
+        if staff is not None:
+            clerk = "caseworker:civil_affairs/liu"
+            add_staff(home, clerk, str(staff[0]))
+            ask("person.marital_status", str(staff[1]), clerk, "MZ-HY-01", "MZ-2026-0400",
+                at(10, 5))  # fmt: skip
+            planted.append("a civil-affairs caseworker asks about their own mother")
+        ask("person.alive", people[0], "caseworker:hrss/night", "RS-YL-01", "RS-2026-0401",
+            at(2, 13))  # fmt: skip
+        planted.append("a pension caseworker asks at 02:13 Beijing time")
+        for n, person in enumerate(people[1:41]):
+            ask("property.none_in_city", person, "caseworker:housing/zhao", "ZJ-BZ-01",
+                f"ZJ-2026-{500 + n:04d}", at(10, 0, 3 * n))  # fmt: skip
+        planted.append("a housing caseworker makes 40 asks in two minutes")
+        for n, person in enumerate(people[41:47]):
+            ask("person.no_criminal_record", person, "caseworker:education/qian", "JY-RX-01",
+                f"JY-2026-{600 + n:04d}", at(15, 10 * n))  # fmt: skip
+        planted.append("an education caseworker is refused six times in an afternoon")
+        ask("person.alive", people[47], "caseworker:hrss/sun", "RS-YL-01", "RS-2026-0700",
+            at(11, 30))  # fmt: skip
+        ask("property.none_in_city", people[47], "caseworker:housing/zhou", "ZJ-BZ-01",
+            "RS-2026-0700", at(11, 31))  # fmt: skip
+        planted.append("two departments use one case reference")
+        exchange.log.checkpoint(now=now)
+    path, data = home_report(home, out, now=now)
+    return AuditSummary(
+        planted=planted,
+        alerts=list(data.alerts),
+        counts=AlertSummary.of(data.alerts).counts,
+        report=path,
+        certificates_replaced=data.certificates_replaced,
+        trips_saved=data.trips_saved,
+    )
