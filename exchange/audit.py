@@ -94,7 +94,9 @@ class LedgerFrame:
     ``entries``: one row per entry — ``idx`` (int64), ``t`` (Unix seconds, UTC),
     ``kind`` (ask / publication), ``department``, ``principal``, ``fact_id``,
     ``fact_version``, ``publication_id`` (null when absent), ``dataset``,
-    ``service_matter``, ``case_ref``, ``outcome`` (answered / refused / error),
+    ``service_matter``, ``case_ref`` (with ``case_key``, its 64-bit FNV-1a hash, and
+    ``case_year``, the year of an ``AA-YYYY-NNNN`` reference, else null), ``outcome``
+    (answered / refused / error),
     ``reason``, ``n_subjects``, ``embargo_until`` (text, "" for none).
     ``subjects``: one row per (entry, subject tag) — ``idx``, ``t`` and ``tag``, the
     tag's first 8 bytes as a big-endian signed int64.
@@ -178,16 +180,17 @@ def _decode_chunk(
     pos = time_at + 20
     columns: dict[str, pa.Array] = {}
 
-    def text(name: str | None) -> None:
+    def text(name: str | None) -> tuple[np.ndarray, np.ndarray]:
         nonlocal pos, bad
         pos = np.minimum(pos, limit)
         length = _u16(data, pos)
-        begin = pos + 2
-        pos = begin + length
+        begin = np.minimum(pos + 2, limit)
+        pos = pos + 2 + length
         bad |= pos > ends
+        length = np.where(bad, 0, length)
         if name is not None:
-            length = np.where(bad, 0, length)
-            columns[name] = _strings(data, np.minimum(begin, limit), length)
+            columns[name] = _strings(data, begin, length)
+        return begin, length
 
     text("department")
     text("principal")
@@ -202,7 +205,8 @@ def _decode_chunk(
     text("dataset")
     text(None)  # dataset_version
     text("service_matter")
-    text("case_ref")
+    case_at, case_length = text("case_ref")
+    columns["case_key"], columns["case_year"] = _case_columns(data, case_at, case_length)
     pos = np.minimum(pos, limit)
     outcome = data[pos].astype(np.int8)
     bad |= (outcome < 1) | (outcome > 3)
@@ -246,6 +250,53 @@ def _decode_chunk(
     return columns, subjects, bad
 
 
+FNV_OFFSET: Final = 0xCBF29CE484222325
+FNV_PRIME: Final = 0x100000001B3
+_CASE_WIDTH: Final = 12  # the year of AA-YYYY-… ends by the 12th character (prefix of 2-6)
+
+
+def case_key(case_ref: str) -> int:
+    """A case reference's 64-bit FNV-1a hash, signed, as `LedgerFrame` holds it."""
+    h = FNV_OFFSET
+    for byte in case_ref.encode("ascii"):
+        h = ((h ^ byte) * FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def _case_columns(
+    data: np.ndarray, begin: np.ndarray, length: np.ndarray
+) -> tuple[pa.Array, pa.Array]:
+    """Each case reference's FNV-1a hash, and its year where it has the policy's form.
+
+    The hash lets the rules group and join case references as integers; the year is
+    the four digits between the first and second hyphen (``AA-YYYY-NNNN``, the policy's
+    format), null for any other shape.
+    """
+    n = len(begin)
+    h = np.full(n, FNV_OFFSET, np.uint64)
+    prime = np.uint64(FNV_PRIME)
+    for j in range(int(length.max(initial=0))):
+        byte = data[begin + j].astype(np.uint64)
+        h = np.where(j < length, (h ^ byte) * prime, h)
+    window = data[begin[:, None] + np.arange(_CASE_WIDTH)]
+    inside = np.arange(_CASE_WIDTH) < length[:, None]
+    hyphen = (window == 45) & inside
+    first = np.argmax(hyphen, axis=1)
+    rows = np.arange(n)
+    at = np.minimum(first[:, None] + np.arange(1, 6), _CASE_WIDTH - 1)
+    after = window[rows[:, None], at]
+    digits = after[:, :4].astype(np.int64) - 48
+    ok = (
+        hyphen.any(axis=1)
+        & (first + 5 < length)
+        & (first + 5 < _CASE_WIDTH)
+        & ((digits >= 0) & (digits <= 9)).all(axis=1)
+        & (after[:, 4] == 45)
+    )
+    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    return pa.array(h.view(np.int64)), pa.array(year.astype(np.int32), mask=~ok)
+
+
 _ENTRY_COLUMNS: Final = (
     "idx",
     "t",
@@ -258,6 +309,8 @@ _ENTRY_COLUMNS: Final = (
     "dataset",
     "service_matter",
     "case_ref",
+    "case_key",
+    "case_year",
     "outcome",
     "reason",
     "n_subjects",
@@ -322,6 +375,8 @@ def _frame(
         "kind": pa.dictionary(pa.int8(), pa.string()),
         "publication_id": pa.int64(),
         "n_subjects": pa.int32(),
+        "case_key": pa.int64(),
+        "case_year": pa.int32(),
         "outcome": pa.dictionary(pa.int8(), pa.string()),
     }
     entries = pa.table(

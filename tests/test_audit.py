@@ -28,7 +28,7 @@ import pytest
 
 from exchange import demo
 from exchange.ask import AskRefused, Exchange, archive_path
-from exchange.audit import read_home_ledger, read_ledger, tag_prefix, verify_home
+from exchange.audit import case_key, read_home_ledger, read_ledger, tag_prefix, verify_home
 from exchange.citizen import citizen_report
 from exchange.cli import main
 from exchange.home import Home
@@ -582,6 +582,8 @@ def _frame() -> Any:
             "dataset": [""] * n,
             "service_matter": ["RS-YL-01"] * n,
             "case_ref": [f"RS-2026-{i:04d}" for i in range(n)],
+            "case_key": [case_key(f"RS-2026-{i:04d}") for i in range(n)],
+            "case_year": pa.array([2026] * n, pa.int32()),
             "outcome": ["answered"] * n,
             "reason": [""] * n,
             "n_subjects": pa.array([1] * n, pa.int32()),
@@ -632,6 +634,9 @@ def test_bulk_decoding_equals_the_reference_decoder(world: World) -> None:
         ):
             assert row[name] == getattr(entry, name), (index, name)
         assert sorted(by_entry.get(index, [])) == sorted(tag_prefix(t) for t in entry.subject_tags)
+        assert row["case_key"] == case_key(entry.case_ref)
+        year = re.match(r"[^-]{0,6}-([0-9]{4})-", entry.case_ref)
+        assert row["case_year"] == (int(year.group(1)) if year else None), entry.case_ref
 
 
 def test_bulk_decoding_refuses_a_damaged_entry(world: World, tmp_path: Path) -> None:
