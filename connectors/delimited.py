@@ -159,7 +159,7 @@ class CsvConnector(TextSource):
             utf8 = data  # Arrow validates UTF-8
         else:
             try:
-                utf8 = data.decode(codec).encode()
+                utf8 = _transcode(data, codec)
             except UnicodeDecodeError:
                 return None
         # A last record of empty fields: a record of its own if every quote before it was
@@ -327,6 +327,20 @@ def _convert_options(header: list[str]) -> pacsv.ConvertOptions:
         quoted_strings_can_be_null=True,
         null_values=[""],
     )
+
+
+TRANSCODE_BYTES = 1 << 16
+
+
+def _transcode(data: bytes, codec: str) -> bytes:
+    """`data` (whole lines) decoded and encoded as UTF-8, a piece at a time: a codec holds
+    the GIL for the length of its call, and shorter calls let the other threads in."""
+    if len(data) <= TRANSCODE_BYTES:
+        return data.decode(codec).encode()
+    parts = []
+    for piece in _split_lines(data, TRANSCODE_BYTES):
+        parts.append(piece.decode(codec).encode())
+    return b"".join(parts)
 
 
 def _lone_cr(data: bytes) -> bool:

@@ -38,8 +38,8 @@ from connectors import ROW, SourceConfig
 from exchange import keys
 from exchange.contracts import Contract, load_contract
 from exchange.errors import ExchangeError
-from exchange.store import quote, utc
-from exchange.validation import VIOLATIONS, BatchValidator
+from exchange.store import literal, quote, utc
+from exchange.validation import VIOLATIONS, BatchValidator, output_type
 
 FORMAT = "onceonly-package/1"
 DATA, QUARANTINE, MANIFEST, SIGNATURE = (
@@ -153,8 +153,9 @@ def build_package(
 
 @dataclass
 class _Staged:
-    """What streaming counted; every accepted row's key and `_row` are in keys.parquet."""
+    """What streaming counted, and every accepted row's key with its `_row`."""
 
+    keys: _Keys
     read: int = 0
     rejected: int = 0
 
@@ -169,45 +170,159 @@ def _produce(batches: Iterator[pa.RecordBatch], queue: Queue[Any]) -> None:
     queue.put(None)
 
 
+# Data files: LZ4 (a third the CPU of zstd for a little more disk), dictionary pages only
+# for columns that repeat (a dictionary for unique values is built, then thrown away), and
+# a Bloom filter per row group on the columns looked up by value (see `_lookup_columns`).
+COMPRESSION = "lz4"
+_DICTIONARY_SHARE = 0.1  # at most this many distinct values per row: a dictionary pays
+_BLOOM_FPP = 0.01
+
+
+class _DataWriter:
+    """data.parquet, opened at the first batch, whose values choose the dictionary columns."""
+
+    def __init__(self, path: Path, contract: Contract, schema: pa.Schema) -> None:
+        self.path, self.contract, self.schema = path, contract, schema
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = _data_writer(self.path, self.contract, self.schema, table)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is None:
+            self.writer = _data_writer(self.path, self.contract, self.schema, None)
+        self.writer.close()
+
+
+def _data_writer(
+    path: Path, contract: Contract, schema: pa.Schema, first: pa.Table | None
+) -> pq.ParquetWriter:
+    dictionary: bool | list[str] = True
+    if first is not None and first.num_rows >= 1000:
+        dictionary = [
+            name
+            for name in schema.names
+            if pa.types.is_boolean(schema.field(name).type)
+            or pc.count_distinct(first.column(name)).as_py() <= _DICTIONARY_SHARE * first.num_rows
+        ]
+    rows = max(first.num_rows if first is not None else 0, 1)
+    blooms = {name: {"ndv": rows, "fpp": _BLOOM_FPP} for name in _lookup_columns(contract)}
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression=COMPRESSION,
+        use_dictionary=dictionary,
+        bloom_filter_options=blooms or None,
+    )
+
+
+def _lookup_columns(contract: Contract) -> list[str]:
+    """Columns facts look rows up by: the key's first column and every resident ID."""
+    names = [contract.key[0]] if contract.key else []
+    names += [
+        name
+        for name, schema in contract.properties.items()
+        if schema.get("format") == "gb11643" and name not in names
+    ]
+    return [name for name in names if output_type(contract.properties[name]) == pa.string()]
+
+
+class _Keys:
+    """Every accepted row's key and `_row`, in an in-memory DuckDB database that spills to
+    disk past its memory limit, so ten million keys do not need ten million keys' worth of
+    memory. Filled while streaming; duplicates are found once at the end."""
+
+    def __init__(self, work: Path, key: list[str]) -> None:
+        self.key, self.spill = key, work / "spill"
+        self.con = duckdb.connect()
+        self.con.execute(f"SET temp_directory = {literal(str(self.spill))}")
+        self.con.execute("SET memory_limit = '512MB'")
+        self.created = False
+
+    def add(self, accepted: pa.Table) -> None:
+        self.con.register("part", accepted.select([ROW, *self.key]))
+        try:
+            if self.created:
+                self.con.execute("INSERT INTO keys SELECT * FROM part")
+            else:
+                self.con.execute("CREATE TABLE keys AS SELECT * FROM part")
+                self.created = True
+        finally:
+            self.con.unregister("part")
+
+    def duplicates(self) -> pa.Table:
+        """Rows whose key an earlier row already has: (row, first row with that key)."""
+        found = pa.table({"row": pa.array([], pa.int64()), "first": pa.array([], pa.int64())})
+        if self.created:
+            names = ", ".join(quote(k) for k in self.key)
+            found = self.con.sql(
+                f"""
+                WITH repeated AS (
+                    SELECT {names}, min({quote(ROW)}) AS first FROM keys
+                    GROUP BY {names} HAVING count(*) > 1
+                )
+                SELECT k.{quote(ROW)} AS row, r.first FROM keys k JOIN repeated r USING ({names})
+                WHERE k.{quote(ROW)} <> r.first ORDER BY row
+                """
+            ).to_arrow_table()
+        return pa.table(
+            {
+                "row": found.column("row").cast(pa.int64()),
+                "first": found.column("first").cast(pa.int64()),
+            }
+        )
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
+
+
 def _stream(
     batches: Iterator[pa.RecordBatch],
     validator: BatchValidator,
     work: Path,
     progress: Progress | None,
 ) -> _Staged:
-    staged = _Staged()
-    key = [ROW, *validator.contract.key]
+    staged = _Staged(_Keys(work, list(validator.contract.key)))
     queue: Queue[Any] = Queue(maxsize=2)  # bounded: memory stays a few batches deep
     reader = threading.Thread(target=_produce, args=(batches, queue), daemon=True)
     reader.start()
-    accepted_schema = validator.empty().schema
-    key_schema = pa.schema([accepted_schema.field(name) for name in key])
-    with (
-        pq.ParquetWriter(work / DATA, accepted_schema, compression="zstd") as data,
-        pq.ParquetWriter(work / "violations.parquet", VIOLATIONS, compression="zstd") as problems,
-        pq.ParquetWriter(work / "keys.parquet", key_schema, compression="zstd") as keys_out,
-    ):
-        while (part := queue.get()) is not None:
-            if isinstance(part, BaseException):
-                raise part
-            result = validator.validate(part)
-            data.write_table(result.accepted)
-            problems.write_table(result.violations)
-            keys_out.write_table(result.accepted.select(key))
-            staged.read += result.rows_read
-            staged.rejected += result.rows_rejected
-            if progress:
-                progress(staged.read)
+    data = _DataWriter(work / DATA, validator.contract, validator.empty().schema)
+    try:
+        with pq.ParquetWriter(
+            work / "violations.parquet", VIOLATIONS, compression=COMPRESSION
+        ) as problems:
+            while (part := queue.get()) is not None:
+                if isinstance(part, BaseException):
+                    raise part
+                result = validator.validate(part)
+                data.write(result.accepted)
+                problems.write_table(result.violations)
+                staged.keys.add(result.accepted)
+                staged.read += result.rows_read
+                staged.rejected += result.rows_rejected
+                if progress:
+                    progress(staged.read)
+    except BaseException:
+        staged.keys.close()
+        raise
+    finally:
+        data.close()
     reader.join()
     return staged
 
 
 def _finish(contract: Contract, work: Path, staged: _Staged) -> dict[str, int]:
     """Quarantine repeated keys (the first occurrence wins), write the quarantine file."""
-    duplicates = _duplicates(work, list(contract.key))
+    try:
+        duplicates = staged.keys.duplicates()
+    finally:
+        staged.keys.close()
     if duplicates.num_rows:
-        _drop_rows(work / DATA, duplicates.column("row"))
-    found = pq.read_table(work / "violations.parquet")
+        _drop_rows(work / DATA, contract, duplicates.column("row"))
+    found = pq.ParquetFile(work / "violations.parquet").read()
     repeated = pa.table(
         {
             "row": duplicates.column("row"),
@@ -233,54 +348,23 @@ def _finish(contract: Contract, work: Path, staged: _Staged) -> dict[str, int]:
     }
 
 
-def _duplicates(work: Path, key: list[str]) -> pa.Table:
-    """Rows whose key an earlier row already has: (row, first row with that key).
-
-    DuckDB groups the keys under a memory limit, spilling to disk, so ten million keys do
-    not need ten million keys' worth of memory.
-    """
-    names = ", ".join(quote(k) for k in key)
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET temp_directory = '{work / 'spill'}'")
-        con.execute("SET memory_limit = '512MB'")
-        found = con.sql(
-            f"""
-            WITH keys AS (SELECT * FROM read_parquet(?)),
-                 repeated AS (
-                     SELECT {names}, min({quote(ROW)}) AS first FROM keys
-                     GROUP BY {names} HAVING count(*) > 1
-                 )
-            SELECT k.{quote(ROW)} AS row, r.first FROM keys k JOIN repeated r USING ({names})
-            WHERE k.{quote(ROW)} <> r.first ORDER BY row
-            """,
-            params=[str(work / "keys.parquet")],
-        ).to_arrow_table()
-    finally:
-        con.close()
-    (work / "keys.parquet").unlink()
-    shutil.rmtree(work / "spill", ignore_errors=True)
-    return pa.table(
-        {
-            "row": found.column("row").cast(pa.int64()),
-            "first": found.column("first").cast(pa.int64()),
-        }
-    )
-
-
-def _drop_rows(path: Path, rows: pa.ChunkedArray) -> None:
+def _drop_rows(path: Path, contract: Contract, rows: pa.ChunkedArray) -> None:
     """Rewrite a Parquet file without the given `_row`s, a row group at a time."""
     source = pq.ParquetFile(path)
     trimmed = path.with_name(path.name + ".trimmed")
-    with source, pq.ParquetWriter(trimmed, source.schema_arrow, compression="zstd") as out:
-        for group in range(source.num_row_groups):
-            table = source.read_row_group(group)
-            out.write_table(table.filter(pc.invert(pc.is_in(table.column(ROW), rows))))
+    out = _DataWriter(trimmed, contract, source.schema_arrow)
+    try:
+        with source:
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                out.write(table.filter(pc.invert(pc.is_in(table.column(ROW), rows))))
+    finally:
+        out.close()
     trimmed.replace(path)
 
 
 def _violation_counts(path: Path) -> dict[str, int]:
-    table = pq.read_table(path, columns=["keyword"])
+    table = pq.ParquetFile(path).read(columns=["keyword"])
     counts = table.group_by("keyword").aggregate([("keyword", "count")]).to_pylist()
     return {
         str(c["keyword"]): int(c["keyword_count"])
@@ -301,6 +385,26 @@ def open_package(path: Path) -> Package:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageInvalid(f"{path}: not an {FORMAT} manifest")
     return Package(path, manifest)
+
+
+def keep_package(package: Package, target: Path) -> Package:
+    """Copy a verified package to `target`, checking each data file's hash as it is written.
+
+    What the copy holds is what was signed, even if the original changed after it was
+    verified: the exchange reads the kept copy from then on.
+    """
+    target.mkdir(parents=True)
+    for name in (MANIFEST, SIGNATURE):
+        shutil.copyfile(package.path / name, target / name)
+    for name in (DATA, QUARANTINE):
+        digest = hashlib.sha256()
+        with (package.path / name).open("rb") as source, (target / name).open("wb") as out:
+            while chunk := source.read(8 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != package.manifest["files"][name]["sha256"]:
+            raise PackageInvalid(f"{package.path}: {name} changed while it was being kept")
+    return Package(target, package.manifest)
 
 
 def verify_package(path: Path, public_key: bytes) -> Package:

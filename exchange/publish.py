@@ -31,10 +31,18 @@ from exchange.package import (
     Progress,
     build_package,
     canonical,
+    keep_package,
     verify_package,
 )
 from exchange.quality import require_quality
-from exchange.store import ExchangeStore, dataset_view, db_time, publication_table, scalar
+from exchange.store import (
+    ExchangeStore,
+    dataset_view,
+    db_time,
+    literal,
+    publication_table,
+    scalar,
+)
 from ledger.entries import Entry
 from ledger.log import Log
 
@@ -181,24 +189,26 @@ def _ingest(
 
     previous_rows = int(current["rows_accepted"]) if current else None
     new_id = _reserve_publication_id(store)
-    # Keep the package as it was verified: audits re-verify and re-derive from it.
-    kept = home.packages / dataset / package.path.name
-    if kept.resolve() != package.path.resolve():
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(package.path, kept)
+    # Keep the package as it was verified, under a folder of this publication's own that
+    # nothing else writes: its data is what `pub.p<id>` reads, and audits re-derive from it.
+    kept = home.packages / dataset / f"p{new_id:06d}-{package.path.name}"
     published_at = db_time(now)
-    # The quality gate and the table load overlap (both work outside the GIL); the
-    # transaction commits only once the gate has passed.
+    # The quality gate runs in a thread while the transaction opens; it commits only once
+    # the gate has passed.
     with ThreadPoolExecutor(max_workers=1) as pool:
         rows = int(manifest["rows"]["accepted"])
-        sample = gate_sample(kept / DATA, dataset, seed=int(data_sha256[:16], 16))
-        gate = pool.submit(require_quality, dataset, sample, previous_rows=previous_rows, rows=rows)
         try:
+            keep_package(package, kept)
+            sample = gate_sample(kept / DATA, dataset, seed=int(data_sha256[:16], 16))
+            gate = pool.submit(
+                require_quality, dataset, sample, previous_rows=previous_rows, rows=rows
+            )
             with store.transaction() as con:
                 table = publication_table(new_id)
-                con.execute(
-                    f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(kept / DATA)]
-                )
+                # A view over the kept Parquet file: no second copy of the rows in the
+                # database, and lookups by key use the file's Bloom filters.
+                parquet = literal(str(kept / DATA))
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({parquet})")
                 quality = gate.result()
                 con.execute(
                     "INSERT INTO publications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -238,9 +248,7 @@ def _ingest(
                 if before_commit is not None:
                     before_commit()  # a test's window onto an ingest that has not committed
         except BaseException:
-            gate.cancel()
-            if kept.resolve() != package.path.resolve():
-                shutil.rmtree(kept, ignore_errors=True)  # refused: not a kept package
+            shutil.rmtree(kept, ignore_errors=True)  # refused: not a kept package
             raise
     row = store.one("SELECT * FROM publications WHERE id = ?", [new_id])
     assert row is not None
@@ -264,8 +272,18 @@ def gate_sample(path: Path, dataset: str, *, seed: int, limit: int = GATE_ROWS) 
 
     from exchange.quality import load_suite
 
+    wanted = load_suite(dataset).columns
     source = pq.ParquetFile(path)
-    columns = [c for c in source.schema_arrow.names if c in load_suite(dataset).columns]
+    # Columns written with dictionary pages are read as dictionaries: no string per row is
+    # built for values that repeat (the gate turns the sample back into plain columns).
+    first = source.metadata.row_group(0) if source.num_row_groups else None
+    paged = [
+        first.column(i).path_in_schema
+        for i in range(first.num_columns if first else 0)
+        if first is not None and first.column(i).has_dictionary_page
+    ]
+    source = pq.ParquetFile(path, read_dictionary=[c for c in paged if c in wanted])
+    columns = [c for c in source.schema_arrow.names if c in wanted]
     total = source.metadata.num_rows
     if total <= limit:
         return source.read(columns=columns)

@@ -2,15 +2,17 @@
 
 Layout:
 - `departments`, `datasets`, `schema_versions`, `publications`: the registry;
-- `pub.p<id>`: one immutable table per publication, kept so that any past answer can be
-  re-derived from the data as it was;
+- `pub.p<id>`: one view per publication over the `data.parquet` of its package, kept under
+  the home once verified and never changed, so that any past answer can be re-derived from
+  the data as it was; the package's Parquet carries Bloom filters on its key and resident
+  ID columns, so a point lookup reads one row group, not the file;
 - `published.<dataset>`: a view of the dataset's current publication.
 
 Times are stored as TIMESTAMP in UTC (`db_time`); DuckDB would need pytz to hand
 TIMESTAMPTZ values back to Python.
 
-A publication becomes current in one transaction that creates its table, records it and
-re-points the view, so a reader sees the previous publication or the new one, never a mix;
+A publication becomes current in one transaction that creates its view, records it and
+re-points the dataset's view, so a reader sees the previous publication or the new one, never a mix;
 DuckDB replays committed transactions from its WAL after a crash and drops the rest.
 DuckDB allows one writing process: the exchange is it (DESIGN.md, "one writer").
 """
@@ -83,6 +85,11 @@ class StoreBusy(ExchangeError):
 def quote(identifier: str) -> str:
     """An SQL identifier, quoted: the one place names are spliced into SQL."""
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """An SQL string literal, for the few places (view bodies) that cannot bind a parameter."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def publication_table(publication_id: int) -> str:

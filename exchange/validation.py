@@ -26,6 +26,7 @@ rejected under the rule `storage` rather than stored wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import operator
@@ -78,7 +79,6 @@ VIOLATIONS = pa.schema(
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _JSON_INTEGER = r"^-?(0|[1-9][0-9]*)$"
-_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 # Python escapes that RE2 reads differently (Unicode classes, word boundaries) or not at
 # all (lookaround, backreferences): patterns using them are checked with Python's `re`.
 _UNSAFE_PATTERN = re.compile(r"\\[dDwWsSbBAZ0-9]|\(\?")
@@ -205,7 +205,10 @@ def _from_text(strings: pa.Array, types: frozenset[str]) -> Values:
         out.is_bool, out.bools = true | false, true
         rest &= ~(true | false)
     out.is_string = rest
-    out.strings = pc.if_else(pa.array(rest), strings, pa.scalar(None, pa.string()))
+    if np.array_equal(rest, present):  # every value is a string: the column as it is
+        out.strings = strings
+    else:
+        out.strings = pc.if_else(pa.array(rest), strings, pa.scalar(None, pa.string()))
     return out
 
 
@@ -280,9 +283,9 @@ class PropertyRule:
         if "pattern" in s:
             yield "pattern", self._pattern(s["pattern"])
         if "minLength" in s:
-            yield "minLength", lambda v: v.is_string & _lengths(v, lambda n: n < s["minLength"])
+            yield "minLength", _length_bound(s["minLength"], None)
         if "maxLength" in s:
-            yield "maxLength", lambda v: v.is_string & _lengths(v, lambda n: n > s["maxLength"])
+            yield "maxLength", _length_bound(None, s["maxLength"])
         for keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             if keyword in s:
                 yield keyword, _bound(keyword, s[keyword])
@@ -340,17 +343,22 @@ class PropertyRule:
         python = re.compile(pattern)
         safe = not _UNSAFE_PATTERN.search(pattern)
         translated = _HEX_ESCAPE.sub(lambda m: "\\x{" + m.group(1) + "}", pattern)
+        fixed = _FixedPattern.compile(pattern) if safe else None
 
         def check(v: Values) -> np.ndarray:
             strings = v.is_string
             if safe:
                 try:
-                    matched = _mask(pc.match_substring_regex(v.strings, translated))
+                    if fixed is not None and _string_layout(v.strings) is not None:
+                        matched = fixed.matches(v.strings, strings)
+                    else:
+                        matched = _mask(pc.match_substring_regex(v.strings, translated))
                 except pa.ArrowInvalid:  # RE2 cannot read it: Python judges every value
                     matched = _python_matches(python, v, strings)
                 else:
-                    # Python's `$` also matches before a final newline: those values are few.
-                    newline = strings & _mask(pc.match_substring(v.strings, "\n"))
+                    # Python's `$` also matches before a final newline (and only there does
+                    # it differ from RE2's): values ending in one are few.
+                    newline = strings & _mask(pc.ends_with(v.strings, "\n"))
                     if newline.any():
                         matched[newline] = _python_matches(python, v, newline)[newline]
             else:
@@ -395,9 +403,111 @@ def _python_matches(python: re.Pattern[str], v: Values, rows: np.ndarray) -> np.
     return matched
 
 
-def _lengths(v: Values, test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    lengths = pc.fill_null(pc.utf8_length(v.strings), 0).to_numpy(zero_copy_only=False)
-    return np.asarray(test(lengths))
+def _length_bound(low: int | None, high: int | None) -> Check:
+    """Strings shorter than `low` or longer than `high` code points.
+
+    A string of n bytes has between n/4 and n code points: the byte lengths (free, from
+    the offsets) settle almost every row; code points are counted only if some are left.
+    """
+
+    def check(v: Values) -> np.ndarray:
+        data = _string_layout(v.strings)
+        if data is not None:
+            size = np.diff(data[0])
+            unsure = np.zeros(len(size), dtype=bool)
+            if low is not None:
+                unsure |= size < 4 * low
+            if high is not None:
+                unsure |= size > high
+            unsure &= v.is_string
+            if not unsure.any():
+                return np.zeros(len(v.present), dtype=bool)
+        lengths = pc.fill_null(pc.utf8_length(v.strings), 0).to_numpy(zero_copy_only=False)
+        bad = np.zeros(len(v.present), dtype=bool)
+        if low is not None:
+            bad |= lengths < low
+        if high is not None:
+            bad |= lengths > high
+        return np.asarray(v.is_string & bad)
+
+    return check
+
+
+def _string_layout(strings: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """A string array's offsets (one per value, plus one) and its bytes, without copying."""
+    if not pa.types.is_string(strings.type):
+        return None
+    buffers = strings.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
+    body = (
+        np.frombuffer(buffers[2], dtype=np.uint8)
+        if buffers[2] is not None
+        else np.zeros(0, np.uint8)
+    )
+    return offsets, body
+
+
+def _fixed_width(strings: pa.Array, width: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (of those in `rows`) whose value is `width` bytes long, and those bytes as
+    an (n, width) uint8 array."""
+    layout = _string_layout(strings)
+    assert layout is not None
+    offsets, body = layout
+    fits = np.flatnonzero(rows & (np.diff(offsets) == width))
+    if len(fits) == len(strings) and len(fits):
+        # Every value: the bytes are one block (a sliced array starts at its first offset).
+        block = body[offsets[0] : offsets[0] + len(fits) * width]
+        return fits, block.reshape(len(fits), width)
+    starts = offsets[fits].astype(np.int64)
+    return fits, body[starts[:, None] + np.arange(width)]
+
+
+class _FixedPattern:
+    """A pattern of ASCII characters and classes with fixed counts, anchored at both ends
+    (`^[1-8][0-9]{5}$`): checked on the bytes of each value with a lookup per position."""
+
+    # A class of ASCII letters, digits and ranges of them, or a character that is no
+    # operator in Python's `re` or RE2; either with an exact count.
+    _ATOM = re.compile(
+        r"(\[(?:[A-Za-z0-9](?:-[A-Za-z0-9])?)+\]|[A-Za-z0-9 _,:;/@%&=~<>!'\"-])(?:\{([0-9]+)\})?"
+    )
+
+    def __init__(self, tables: list[np.ndarray]) -> None:
+        self.tables = tables
+
+    @classmethod
+    def compile(cls, pattern: str) -> _FixedPattern | None:
+        if not (pattern.startswith("^") and pattern.endswith("$")):
+            return None
+        body, at, tables = pattern[1:-1], 0, []
+        while at < len(body):
+            found = cls._ATOM.match(body, at)
+            if found is None:
+                return None
+            atom, count = found.group(1), int(found.group(2) or 1)
+            table = np.zeros(256, dtype=bool)
+            if atom.startswith("["):
+                for low, high in re.findall(r"([A-Za-z0-9])(?:-([A-Za-z0-9]))?", atom[1:-1]):
+                    if high and ord(high) < ord(low):
+                        return None
+                    table[ord(low) : ord(high or low) + 1] = True
+            else:
+                table[ord(atom)] = True
+            tables += [table] * count
+            at = found.end()
+        return cls(tables) if 0 < len(tables) <= 64 else None
+
+    def matches(self, strings: pa.Array, rows: np.ndarray) -> np.ndarray:
+        """Which of `rows` match; a value one LF longer is left to the caller."""
+        matched = np.zeros(len(rows), dtype=bool)
+        fits, codes = _fixed_width(strings, len(self.tables), rows)
+        ok = np.ones(len(fits), dtype=bool)
+        for position, table in enumerate(self.tables):
+            ok &= table[codes[:, position]]
+        matched[fits] = ok
+        return matched
 
 
 # Which comparison of value against limit breaks each bound.
@@ -437,20 +547,42 @@ def _bound(keyword: str, limit: float) -> Check:
 
 
 def _date(v: Values) -> np.ndarray:
-    shaped = _mask(pc.match_substring_regex(v.strings, _DATE))
     ok = np.zeros(len(v.present), dtype=bool)
-    rows = np.flatnonzero(shaped)
-    if len(rows):
-        text = pc.take(v.strings, pa.array(rows))
-        year = pc.cast(pc.utf8_slice_codeunits(text, 0, 4), pa.int64()).to_numpy()
-        month = pc.cast(pc.utf8_slice_codeunits(text, 5, 7), pa.int64()).to_numpy()
-        day = pc.cast(pc.utf8_slice_codeunits(text, 8, 10), pa.int64()).to_numpy()
-        ok[rows] = residentid.calendar_ok(year, month, day)
+    if _string_layout(v.strings) is None:
+        v = dataclasses.replace(v, strings=v.strings.cast(pa.string()))
+    # `YYYY-MM-DD`, ASCII digits: exactly ten bytes.
+    fits, codes = _fixed_width(v.strings, 10, v.is_string)
+    digits = codes.astype(np.int64) - 48
+    shaped = ((digits[:, _DATE_DIGITS] >= 0) & (digits[:, _DATE_DIGITS] <= 9)).all(axis=1)
+    shaped &= (codes[:, 4] == 45) & (codes[:, 7] == 45)
+    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    month = digits[:, 5] * 10 + digits[:, 6]
+    day = digits[:, 8] * 10 + digits[:, 9]
+    ok[fits] = shaped & residentid.calendar_ok(year, month, day)
     return np.asarray(v.is_string & ~ok)
 
 
+_DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
+
+
 def _resident_id(v: Values) -> np.ndarray:
-    return np.asarray(v.is_string & ~_mask(residentid.valid_mask(v.strings)))
+    """`residentid.is_valid` on the bytes of each value: 17 ASCII digits and a digit or X,
+    a calendar birth date, the ISO 7064 check character."""
+    ok = np.zeros(len(v.present), dtype=bool)
+    if _string_layout(v.strings) is None:
+        v = dataclasses.replace(v, strings=v.strings.cast(pa.string()))
+    fits, codes = _fixed_width(v.strings, 18, v.is_string)
+    digits = codes[:, :17].astype(np.int64) - 48
+    shaped = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    last = codes[:, 17]
+    shaped &= ((last >= 48) & (last <= 57)) | (last == 88)
+    year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
+    month = digits[:, 10] * 10 + digits[:, 11]
+    day = digits[:, 12] * 10 + digits[:, 13]
+    valid = shaped & residentid.calendar_ok(year, month, day)
+    valid &= residentid.check_characters(np.where(shaped[:, None], digits, 0)) == last
+    ok[fits] = valid
+    return np.asarray(v.is_string & ~ok)
 
 
 # ---- whole records -------------------------------------------------------------------------
@@ -607,6 +739,7 @@ def output_type(schema: dict[str, Any]) -> pa.DataType:
 
 
 def _column(view: Values, keep: np.ndarray, target: pa.DataType) -> pa.Array:
+    everything = len(keep) == len(view.present)  # `keep` is sorted and unique
     take = pa.array(keep)
     if pa.types.is_int64(target):
         # Accepted rows hold only values int64 can take (the `storage` rule saw to that).
@@ -622,7 +755,7 @@ def _column(view: Values, keep: np.ndarray, target: pa.DataType) -> pa.Array:
     if pa.types.is_boolean(target):
         return pa.array(view.bools[keep], pa.bool_(), mask=~view.present[keep])
     if not (view.is_int.any() or view.is_float.any() or view.is_bool.any() or view.is_other.any()):
-        return pc.take(view.strings, take)
+        return view.strings if everything else pc.take(view.strings, take)
     # A property of several types is stored as text: strings as they are, others as JSON.
     texts: list[str | None] = []
     for i in keep.tolist():

@@ -378,3 +378,86 @@ def test_a_publication_whose_ledger_entry_fails_does_not_become_current(
     publication = ingest(store, home, package.path)
     assert publication.id == 2 and _ledger_entries(home)[-1].publication_id == 2
     store.close()
+
+
+# --- how a publication is stored: a view over its kept, verified Parquet ---------------
+
+
+def test_a_publication_is_a_view_over_its_kept_package(tmp_path: Path) -> None:
+    first, second = _two_cities(tmp_path)
+    home, store = make_home(tmp_path / "h")
+    source = load_source(SOURCES / "public_security.household_register.toml")
+    package_a, one = publish(store, home, source, city=first)
+    _, two = publish(store, home, source, city=second)
+    # The same data again, after another publication: a new publication of its own.
+    three = ingest(store, home, package_a.path)
+    assert (one.id, two.id, three.id) == (1, 2, 3) and not three.unchanged
+    views = store.rows(
+        "SELECT view_name, sql FROM duckdb_views() WHERE schema_name = 'pub' ORDER BY view_name"
+    )
+    assert [v["view_name"] for v in views] == ["p000001", "p000002", "p000003"]
+    kept = {p.id: p.package for p in (one, two, three)}
+    assert len(set(kept.values())) == 3  # each publication keeps a folder of its own
+    for publication, view in zip((one, two, three), views, strict=True):
+        assert str(kept[publication.id] / DATA) in view["sql"]
+        assert kept[publication.id].parent == home.packages / "household_register"
+    # Each reads as of itself, and a point lookup by resident ID finds its row.
+    sample = pq.read_table(kept[1] / DATA, columns=["id_number", "name"]).slice(700, 1).to_pylist()
+    lookup = "SELECT name FROM {} WHERE id_number = ?"
+    for publication in (one, three):
+        table = publication_table(publication.id)
+        assert store.rows(lookup.format(table), [sample[0]["id_number"]]) == [
+            {"name": sample[0]["name"]}
+        ]
+    assert store.one("SELECT count(*) AS n FROM pub.p000002") == {"n": 1600}
+    store.close()
+
+
+def test_a_refused_ingest_leaves_earlier_kept_packages_alone(tmp_path: Path) -> None:
+    first = tmp_path / "full"
+    generate_city(first, persons=3000, seed=5)
+    truncated = tmp_path / "cut"
+    shutil.copytree(first, truncated)
+    register = truncated / "public_security" / "household_register.csv"
+    lines = register.read_bytes().split(b"\r\n")
+    register.write_bytes(b"\r\n".join(lines[: len(lines) // 2]) + b"\r\n")
+    home, store = make_home(tmp_path / "h")
+    source = load_source(SOURCES / "public_security.household_register.toml")
+    _, kept = publish(store, home, source, city=first)
+    before = sorted(p.name for p in (home.packages / "household_register").iterdir())
+    with pytest.raises(QualityFailed):
+        publish(store, home, source, city=truncated)
+    assert sorted(p.name for p in (home.packages / "household_register").iterdir()) == before
+    assert store.one("SELECT count(*) AS n FROM published.household_register") == {
+        "n": kept.rows["accepted"]
+    }
+    store.close()
+
+
+def test_data_files_carry_bloom_filters_on_lookup_columns(published: dict[str, Any]) -> None:
+    expected = {"household_register": {"id_number"}, "marriages": {"registration_no",
+                "husband_id", "wife_id"}, "births": {"cert_no", "child_id", "mother_id",
+                "father_id"}}  # fmt: skip
+    for dataset, columns in expected.items():
+        package, _ = published["results"][dataset]
+        meta = pq.ParquetFile(package.path / DATA).metadata
+        group = meta.row_group(0)
+        with_bloom = {
+            group.column(i).path_in_schema
+            for i in range(group.num_columns)
+            if group.column(i).bloom_filter_offset is not None
+        }
+        assert with_bloom == columns, dataset
+
+
+def test_a_package_changed_after_verification_is_not_kept(
+    published: dict[str, Any], tmp_path: Path
+) -> None:
+    from exchange.package import keep_package, open_package
+
+    package, _ = published["results"]["deaths"]
+    copy = _copy(package.path, tmp_path / "src")
+    verified = open_package(copy)
+    (copy / DATA).write_bytes((copy / DATA).read_bytes()[:-12] + b"\x00" * 12)
+    with pytest.raises(PackageInvalid, match="changed while it was being kept"):
+        keep_package(verified, tmp_path / "kept")

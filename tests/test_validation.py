@@ -27,6 +27,8 @@ from exchange.validation import BatchValidator
 PATTERNS = [
     "^[0-9]{9}$",
     "^[A-Z][0-9]{3}$",
+    "^[1-8][0-9]{5}$",  # fixed-width ASCII patterns are checked on the bytes
+    "^ab-[0-9X]{2}z$",
     "^[\\u4e00-\\u9fff]{2,4}$",
     "a|b",
     "^x",
@@ -175,6 +177,11 @@ def near(sub: dict[str, Any]) -> st.SearchStrategy[Any]:
             "ay",
             "2024-12",
             "2024-13",
+            "440106",
+            "940106",
+            "44010６",
+            "ab-1Xz",
+            "ab-1xz",
             "١٢٣",
             "x",
             "y",
