@@ -622,45 +622,42 @@ class Exchange:
         in seconds.
         """
         names = [p.name for p in fact.parameters]
-        subject_names = [p.name for p in fact.subjects]
         ok_list = ok.to_pylist()
-        answered_rows = good.select(names).to_pylist()
-        result_list = [_jsonable(v) for v in results.to_pylist()]
-        subjects = good.select(subject_names).to_pylist()
-        salts = os.urandom(16 * len(answered_rows))
-        tagger = SubjectTagger(self._subject_key)
+        n = good.num_rows
+        # Canonical JSON, column by column (the same bytes `canonical_answer` makes).
+        params_json = _json_objects(fact, good)
+        result_json = _json_values(fact, results)
         relied_json = json.dumps(list(relied_on))
-        prefix = f'{{"fact":{json.dumps(fact.ref)},"params":'
-        suffix = f',"relied_on":{json.dumps(sorted(relied_on), separators=(",", ":"))},"result":'
-        ending = f',"time":{json.dumps(time)}}}'
+        canonical = pc.binary_join_element_wise(
+            f'{{"fact":{json.dumps(fact.ref)},"params":',
+            params_json,
+            f',"relied_on":{json.dumps(sorted(relied_on), separators=(",", ":"))},"result":',
+            result_json,
+            f',"time":{json.dumps(time)}}}',
+            "",
+        ).to_pylist()
+        pool = os.urandom(16 * n)
+        salts = [pool[i : i + 16] for i in range(0, 16 * n, 16)]
+        sha256, domain = hashlib.sha256, ANSWER_DOMAIN
+        digests = [
+            sha256(domain + s + c.encode()).digest() for s, c in zip(salts, canonical, strict=True)
+        ]
+        # Subjects: validated resident IDs (the column checks passed), one tag and one
+        # salted commitment each, with the keyed HMAC state reused.
+        tagger = SubjectTagger(self._subject_key)
+        per_subject = [good.column(p.name).to_pylist() for p in fact.subjects]
         answers = []
-        archive: dict[str, list[Any]] = {"params": [], "result": [], "nonce": [], "digest": []}
-        for i, (row, result, people) in enumerate(
-            zip(answered_rows, result_list, subjects, strict=True)
-        ):
-            salt = salts[16 * i : 16 * i + 16]
-            params_json = json.dumps(
-                {k: _jsonable(v) for k, v in row.items()},
-                sort_keys=True,
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            result_json = json.dumps(result, ensure_ascii=False)
-            # The same bytes as `canonical_answer` (sorted keys, no spaces), built in place.
-            canonical = (prefix + params_json + suffix + result_json + ending).encode()
-            digest = answer_digest(canonical, salt)
-            ids = list(dict.fromkeys(v for v in people.values() if isinstance(v, str)))
+        for i, digest in enumerate(digests):
+            ids = list(dict.fromkeys(column[i] for column in per_subject))
             answers.append(
-                (
-                    digest,
-                    [tagger(rid) for rid in ids],
-                    [subject_commitment(rid, salt) for rid in ids],
-                )
+                (digest, [tagger(r) for r in ids], [subject_commitment(r, salts[i]) for r in ids])
             )
-            archive["params"].append(params_json)
-            archive["result"].append(result_json)
-            archive["nonce"].append(salt.hex())
-            archive["digest"].append(digest.hex())
+        answered_rows = range(n)
+        result_list = [_jsonable(v) for v in results.to_pylist()]
+        archive: dict[str, list[str]] = {
+            "nonce": [pool[i : i + 16].hex() for i in range(0, 16 * n, 16)],
+            "digest": [d.hex() for d in digests],
+        }
         refused_count = len(ok_list) - len(answered_rows)
         template = Entry(
             kind="ask",
@@ -690,8 +687,8 @@ class Exchange:
                 {
                     "ledger_index": pa.array(answered_indexes, pa.int64()),
                     "fact": pa.array([fact.ref] * len(answers)),
-                    "params": pa.array(archive["params"]),
-                    "result": pa.array(archive["result"]),
+                    "params": params_json,
+                    "result": result_json,
                     "relied_on": pa.array([relied_json] * len(answers)),
                     "time": pa.array([time] * len(answers)),
                     "nonce": pa.array(archive["nonce"]),
@@ -743,3 +740,40 @@ def _jsonable(value: object) -> object:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
+
+
+def _json_values(fact: Fact, results: pa.Array) -> pa.Array:
+    """Each answer as canonical JSON text (`json.dumps` of the value), column-wise."""
+    if fact.result_type == "boolean":
+        return pc.if_else(results, "true", "false")
+    if fact.result_type == "count":
+        return results.cast(pa.string())
+    if fact.result_type == "enum":
+        texts = pa.array([json.dumps(v, ensure_ascii=False) for v in fact.result_values])
+        return pc.take(texts, pc.index_in(results, pa.array(fact.result_values)))
+    quoted = pc.binary_join_element_wise('"', results.cast(pa.string()), '"', "")
+    return pc.fill_null(quoted, "null")
+
+
+def _json_objects(fact: Fact, table: pa.Table) -> pa.Array:
+    """Each row's parameters as canonical JSON (sorted keys, no spaces), column-wise.
+
+    Checked resident IDs, codes and ISO dates need no escaping; integers are digits; an
+    enum value or free string goes through `json.dumps`, once per distinct value.
+    """
+    parts: list[Any] = []
+    for n, parameter in enumerate(sorted(fact.parameters, key=lambda p: p.name)):
+        parts.append(("{" if n == 0 else ",") + json.dumps(parameter.name) + ":")
+        column = table.column(parameter.name).combine_chunks()
+        if parameter.type == "integer":
+            parts.append(column.cast(pa.string()))
+        elif parameter.type in ("enum", "string"):
+            distinct = pc.unique(column)
+            texts = pa.array([json.dumps(v, ensure_ascii=False) for v in distinct.to_pylist()])
+            parts.append(pc.take(texts, pc.index_in(column, distinct)))
+        else:
+            parts.append(pc.binary_join_element_wise('"', column.cast(pa.string()), '"', ""))
+    parts.append("}")
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    return pc.binary_join_element_wise(*parts, "")

@@ -458,3 +458,32 @@ def test_check_one_agrees_with_the_column_checks(
         rows = [make(v) for v in values]
         _, ok = parameter_table(fact, rows, today=today)
         assert [check_one(fact, row, today=today) is not None for row in rows] == ok.to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("fact", "who", "columns"),
+    [
+        ("education.degree_at_least", ("caseworker:hrss/zhang", "RS-ZP-01"),
+         {"level": ["bachelor", "master", "doctorate"]}),
+        ("social_insurance.months_at_least", ("caseworker:education/li", "JY-RX-01"),
+         {"city_code": ["440100", "110100", "440100"], "months": ["0", "12", "36"]}),
+    ],
+)  # fmt: skip
+def test_batch_digests_re_derive_for_every_parameter_type(
+    city: dict[str, Any], fact: str, who: tuple[str, str], columns: dict[str, list[str]]
+) -> None:
+    people = city["alive"][10:13]
+    with Exchange.open(city["home"]) as exchange:
+        out = exchange.ask_batch(
+            fact, pa.table({"person_id": people, **columns}), principal=who[0],
+            service_matter=who[1], case_ref=CASE,
+        )  # fmt: skip
+        for index in out.column("ledger_index").to_pylist():
+            kept = exchange.archive.get(index)
+            entry = decode(exchange.log.entry(index))
+            assert kept is not None
+            canonical = canonical_answer(
+                kept["fact"], kept["params"], kept["result"], tuple(kept["relied_on"]),
+                kept["time"],
+            )  # fmt: skip
+            assert answer_digest(canonical, bytes.fromhex(kept["nonce"])) == entry.answer_digest
