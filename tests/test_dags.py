@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -272,10 +273,12 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         {"dag_id": register_dag, "conf": {"city": str(city)}},
         {"dag_id": register_dag, "conf": {"city": str(cut)}},
         {"dag_id": "ledger_checkpoint"},
+        {"dag_id": "audit_daily", "conf": {"reports": str(work / "reports")}},
     ]
     log = work / "dag-test.log"
     result = python(env, RUN, json.dumps(plan), log=log, timeout=600)
     result.update(home=home, city=city, log=log.read_text("utf-8", errors="replace"))
+    result["reports"] = work / "reports"
     result["seconds"] = time.perf_counter() - started
     print(f"dag.test() of {len(plan)} runs took {result['seconds']:.1f} s in all")
     return result
@@ -354,7 +357,7 @@ def test_a_truncated_extract_fails_the_ingest_and_is_ledgered(ran: dict[str, Any
 
 
 def test_the_checkpoint_dag_signs_and_cosigns_the_whole_ledger(ran: dict[str, Any]) -> None:
-    run = ran["runs"][-1]
+    run = next(r for r in ran["runs"] if r["dag_id"] == "ledger_checkpoint")
     assert (run["dag_id"], run["state"]) == ("ledger_checkpoint", "success")
     assert run["tasks"] == {"checkpoint": "success", "export_tiles": "success"}
     home: Home = ran["home"]
@@ -365,6 +368,21 @@ def test_the_checkpoint_dag_signs_and_cosigns_the_whole_ledger(ran: dict[str, An
     checkpoint = open_checkpoint(note, [log_verifier(home)])
     assert checkpoint.size == size == len(source_files(SOURCES)) + 1
     verify_cosignature(note, witness_verifier(home), log_verifiers=[log_verifier(home)])
+
+
+def test_the_daily_audit_scans_and_writes_the_report(ran: dict[str, Any]) -> None:
+    run = ran["runs"][-1]
+    assert (run["dag_id"], run["state"]) == ("audit_daily", "success"), run
+    assert run["tasks"] == {"scan": "success", "report": "success"}
+    reports: Path = ran["reports"]
+    (alerts,) = reports.glob("alerts-*.json")
+    assert isinstance(json.loads(alerts.read_text()), list)
+    (page,) = reports.glob("audit-*.html")
+    html = page.read_text("utf-8")
+    assert html.startswith("<!doctype html") or html.lower().startswith("<!doctype html")
+    assert "<svg" in html  # the charts are inline
+    # Self-contained: nothing is fetched (an SVG namespace URI is a name, not a fetch).
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
 
 
 # ---- scale-out: CeleryExecutor, a real worker, PostgreSQL metadata DB, Redis broker ------
