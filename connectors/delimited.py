@@ -155,17 +155,16 @@ class CsvConnector(TextSource):
             return None  # the end-of-block check below needs a delimiter
         if _lone_cr(data):
             return None  # a CR that ends no line: the careful path decides what it is
-        if codec == "utf-8":
-            utf8 = data  # Arrow validates UTF-8
-        else:
-            try:
-                utf8 = _transcode(data, codec)
-            except UnicodeDecodeError:
-                return None
         # A last record of empty fields: a record of its own if every quote before it was
         # closed, else swallowed by the quoted value left open.
-        ending = b"" if utf8.endswith(b"\n") else b"\n"
-        utf8 += ending + self.delimiter.encode() * (width - 1) + b"\n"
+        ending = (b"" if data.endswith(b"\n") else b"\n") + self.delimiter.encode() * (width - 1)
+        if codec == "utf-8":
+            utf8 = data + ending + b"\n"  # Arrow checks that it is UTF-8
+        else:
+            try:
+                utf8 = _transcode(data, codec, ending + b"\n")
+            except UnicodeDecodeError:
+                return None
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(utf8),
@@ -173,7 +172,8 @@ class CsvConnector(TextSource):
                     column_names=header, use_threads=False, block_size=min(len(utf8), 1 << 30)
                 ),
                 parse_options=self._parse_options(),
-                convert_options=_convert_options(header),
+                # What Python encoded is UTF-8: only bytes read as they are need checking.
+                convert_options=_convert_options(header, check_utf8=codec == "utf-8"),
             )
         except pa.ArrowInvalid:
             return None  # a wrong number of fields, or bytes that are not UTF-8
@@ -319,35 +319,15 @@ class CsvConnector(TextSource):
         return table
 
 
-def _convert_options(header: list[str]) -> pacsv.ConvertOptions:
+def _convert_options(header: list[str], *, check_utf8: bool = True) -> pacsv.ConvertOptions:
     """Every column as text; an empty field, quoted or not, is a null."""
     return pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
         null_values=[""],
+        check_utf8=check_utf8,
     )
-
-
-TRANSCODE_BYTES = 1 << 16
-
-
-def _transcode(data: bytes, codec: str) -> bytes:
-    """`data` (whole lines) decoded and encoded as UTF-8, a piece at a time: a codec holds
-    the GIL for the length of its call, and shorter calls let the other threads in."""
-    if len(data) <= TRANSCODE_BYTES:
-        return data.decode(codec).encode()
-    parts = []
-    for piece in _split_lines(data, TRANSCODE_BYTES):
-        parts.append(piece.decode(codec).encode())
-    return b"".join(parts)
-
-
-def _lone_cr(data: bytes) -> bool:
-    """Whether a CR in `data` is not followed by LF."""
-    codes = np.frombuffer(data, dtype=np.uint8)
-    after = np.flatnonzero(codes == 13) + 1
-    return bool(len(after)) and (after[-1] == len(codes) or bool((codes[after] != 10).any()))
 
 
 def _split_lines(data: bytes, size: int) -> list[bytes]:
@@ -360,6 +340,30 @@ def _split_lines(data: bytes, size: int) -> list[bytes]:
         pieces.append(data[start:end])
         start = end
     return pieces
+
+
+TRANSCODE_BYTES = 1 << 20
+
+
+def _transcode(data: bytes, codec: str, suffix: bytes) -> bytes:
+    """`data` (whole lines) decoded and encoded as UTF-8, then `suffix`, a piece at a time:
+    a codec holds the GIL for the length of its call, and shorter calls let other threads
+    in between."""
+    whole, parts, start = memoryview(data), [], 0
+    while start < len(data):
+        cut = data.find(b"\n", min(start + TRANSCODE_BYTES, len(data)) - 1)
+        end = len(data) if cut < 0 else cut + 1
+        parts.append(str(whole[start:end], codec).encode())
+        start = end
+    parts.append(suffix)
+    return b"".join(parts)
+
+
+def _lone_cr(data: bytes) -> bool:
+    """Whether a CR in `data` is not followed by LF."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    after = np.flatnonzero(codes == 13) + 1
+    return bool(len(after)) and (after[-1] == len(codes) or bool((codes[after] != 10).any()))
 
 
 # Private-use characters, one of which is surely absent from any batch.

@@ -108,20 +108,10 @@ def read_raw_blocks(path: Path, block_bytes: int = 16 << 20) -> Iterator[bytes]:
     with handle:
         if handle.read(len(UTF8_BOM)) != UTF8_BOM:
             handle.seek(0)
-        carry = b""
-        while True:
-            chunk = handle.read(block_bytes)
-            data = carry + chunk if carry else chunk
-            if not chunk:
-                if data:
-                    yield data
-                return
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data  # a line longer than a block: keep reading
-                continue
-            carry = data[cut + 1 :]
-            yield data[: cut + 1] if carry else data
+        while chunk := handle.read(block_bytes):
+            if not chunk.endswith(b"\n"):
+                chunk += handle.readline()  # the rest of the last line (all of a long one)
+            yield chunk
 
 
 def decode_block(data: bytes, codec: str) -> LineBlock:

@@ -552,36 +552,42 @@ def _date(v: Values) -> np.ndarray:
         v = dataclasses.replace(v, strings=v.strings.cast(pa.string()))
     # `YYYY-MM-DD`, ASCII digits: exactly ten bytes.
     fits, codes = _fixed_width(v.strings, 10, v.is_string)
-    digits = codes.astype(np.int64) - 48
-    shaped = ((digits[:, _DATE_DIGITS] >= 0) & (digits[:, _DATE_DIGITS] <= 9)).all(axis=1)
-    shaped &= (codes[:, 4] == 45) & (codes[:, 7] == 45)
-    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
-    month = digits[:, 5] * 10 + digits[:, 6]
-    day = digits[:, 8] * 10 + digits[:, 9]
-    ok[fits] = shaped & residentid.calendar_ok(year, month, day)
+    digits = codes - np.uint8(48)  # a byte that is no digit wraps to above 9
+    shaped = (digits[:, _DATE_DIGITS] <= 9).all(axis=1) & (codes[:, 4] == 45) & (codes[:, 7] == 45)
+    ok[fits] = shaped & residentid.calendar_ok(
+        _number(digits, 0, 4), _number(digits, 5, 7), _number(digits, 8, 10)
+    )
     return np.asarray(v.is_string & ~ok)
 
 
 _DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
+_ID_WEIGHTS = np.array(residentid.WEIGHTS, dtype=np.int32)
+_ID_CHECKS = np.frombuffer(residentid.CHECK_CHARACTERS.encode("ascii"), dtype=np.uint8)
+
+
+def _number(digits: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The decimal number that columns `start:end` of a digit array spell."""
+    value = np.zeros(len(digits), dtype=np.int64)
+    for column in range(start, end):
+        value = value * 10 + digits[:, column]
+    return value
 
 
 def _resident_id(v: Values) -> np.ndarray:
     """`residentid.is_valid` on the bytes of each value: 17 ASCII digits and a digit or X,
-    a calendar birth date, the ISO 7064 check character."""
+    a calendar birth date, the ISO 7064 MOD 11-2 check character."""
     ok = np.zeros(len(v.present), dtype=bool)
     if _string_layout(v.strings) is None:
         v = dataclasses.replace(v, strings=v.strings.cast(pa.string()))
     fits, codes = _fixed_width(v.strings, 18, v.is_string)
-    digits = codes[:, :17].astype(np.int64) - 48
-    shaped = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    digits = codes[:, :17] - np.uint8(48)  # a byte that is no digit wraps to above 9
     last = codes[:, 17]
-    shaped &= ((last >= 48) & (last <= 57)) | (last == 88)
-    year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
-    month = digits[:, 10] * 10 + digits[:, 11]
-    day = digits[:, 12] * 10 + digits[:, 13]
-    valid = shaped & residentid.calendar_ok(year, month, day)
-    valid &= residentid.check_characters(np.where(shaped[:, None], digits, 0)) == last
-    ok[fits] = valid
+    shaped = (digits <= 9).all(axis=1) & ((last - np.uint8(48) <= 9) | (last == 88))
+    born = residentid.calendar_ok(
+        _number(digits, 6, 10), _number(digits, 10, 12), _number(digits, 12, 14)
+    )
+    check = _ID_CHECKS[(digits.astype(np.int32) @ _ID_WEIGHTS) % 11]
+    ok[fits] = shaped & born & (check == last)
     return np.asarray(v.is_string & ~ok)
 
 
