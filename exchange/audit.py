@@ -47,10 +47,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
 import random
 import secrets
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,20 +327,60 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 
 
 def read_ledger(
-    path: Path, *, start: int = 0, stop: int | None = None, chunk: int = CHUNK
+    path: Path,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    chunk: int = CHUNK,
+    workers: int | None = None,
 ) -> LedgerFrame:
     """Decode entries ``start`` up to ``stop`` (default: all) of a ledger store file.
 
-    Read-only, straight from the store's SQLite file (see the module docstring).
-    Raises `LedgerUnreadable` for a gap in the indexes, and `EntryInvalid` (from
-    `ledger.entries.decode`) for an entry that is not a valid encoding.
+    Read-only, straight from the store's SQLite file (see the module docstring). With
+    ``workers`` > 1 the range is split between that many processes, each decoding its
+    part into an Arrow IPC file that this process then maps without copying. One
+    process is the default: on the 2-core development machine it decodes 10^7 entries
+    in ~20 s, where two workers and their files took ~33 s; machines with idle cores
+    to spare may do better with more. Raises `LedgerUnreadable` for a gap in the
+    indexes, and `EntryInvalid` (from `ledger.entries.decode`) for an entry that is
+    not a valid encoding.
     """
+    con = _connect_read_only(path)
+    try:
+        high = con.execute("SELECT coalesce(max(idx) + 1, 0) FROM entries").fetchone()[0]
+    finally:
+        con.close()
+    stop = int(high) if stop is None else min(int(stop), int(high))
+    count = max(0, stop - start)
+    if workers is None:
+        workers = 1
+    if workers <= 1 or count < 2:
+        return _read_range(Path(path), start, stop, chunk)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = [start + count * n // workers for n in range(workers + 1)]
+    with (
+        tempfile.TemporaryDirectory(prefix="onceonly-audit-") as folder,
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool,
+    ):
+        futures = [
+            pool.submit(_read_range_to_files, str(path), lo, hi, chunk, folder)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+        parts = [_load(*future.result()) for future in futures]
+    return LedgerFrame(
+        pa.concat_tables([p.entries for p in parts]),
+        pa.concat_tables([p.subjects for p in parts]),
+    )
+
+
+def _read_range(path: Path, start: int, stop: int, chunk: int) -> LedgerFrame:
+    """Decode entries ``start`` up to ``stop`` in this process."""
     from ledger.entries import decode
 
     con = _connect_read_only(path)
     try:
-        high = con.execute("SELECT coalesce(max(idx) + 1, 0) FROM entries").fetchone()[0]
-        stop = int(high) if stop is None else min(int(stop), int(high))
         cursor = con.execute(
             "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", [start, stop]
         )
@@ -364,6 +406,28 @@ def read_ledger(
     finally:
         con.close()
     return _frame(parts, subject_parts)
+
+
+def _read_range_to_files(
+    path: str, start: int, stop: int, chunk: int, folder: str
+) -> tuple[str, str]:
+    """A worker's part: decode a range and write both tables as Arrow IPC files."""
+    frame = _read_range(Path(path), start, stop, chunk)
+    written = []
+    for name, table in (("entries", frame.entries), ("subjects", frame.subjects)):
+        target = Path(folder) / f"{name}-{start:012d}.arrow"
+        with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table)
+        written.append(str(target))
+    return written[0], written[1]
+
+
+def _load(entries: str, subjects: str) -> LedgerFrame:
+    """A worker's tables, memory-mapped (the mapping outlives the file's name)."""
+    return LedgerFrame(
+        pa.ipc.open_file(pa.memory_map(entries)).read_all(),
+        pa.ipc.open_file(pa.memory_map(subjects)).read_all(),
+    )
 
 
 def _frame(

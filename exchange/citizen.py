@@ -225,4 +225,5 @@ def citizen_report(
                 principal=entry.principal if auditor else "",
             )
         )
+    shown.sort(key=lambda e: (e.time, e.index))  # oldest first (asks can be back-dated)
     return CitizenReport(stamp, auditor, tuple(shown), embargoed if auditor else 0)

@@ -59,8 +59,8 @@ their own ID (and earlier IDs), their household, spouse or former spouse, parent
 children and siblings (births, marriages, the household register). Resident IDs are
 personal data: the register lives in the home (``staff.json``, 0600), never in
 `schemas/`, and never reaches an alert. Alerts carry the rule, kind, card, ledger
-indexes, principals, departments and a message built from counts, dates and fixed
-words only.
+indexes, principals, departments and a message built from counts, dates, fixed words
+and codes the ledger itself holds (service matters, case references, refusal reasons).
 """
 
 from __future__ import annotations
@@ -430,7 +430,8 @@ def _off_hours(
                 "off_hours",
                 "red" if red else "yellow",
                 row,
-                f"{row['acts']} ask(s) outside office hours on {day} ({span} local time{night})",
+                f"{len(row['idxs'])} ask(s) outside office hours on {day} "
+                f"({span} local time{night})",
                 names,
             )
         )
@@ -677,21 +678,23 @@ def _subject_many_departments(
     A death rightly reaches three or four departments in a week (pension, housing,
     registration); more, faster, is a person being looked into from every side. The
     alert lists the entries about that subject in the hot span; it never shows the tag.
+    Only (subject, window-wide bucket) pairs that can hold such a span are windowed, as
+    in `burst`: a span covers at most two buckets, one of them with half the departments.
     """
     rows = _rows(
         con,
         f"""
-        WITH often AS (
-            SELECT tag FROM subjects GROUP BY tag HAVING count(*) >= $min
-        ), st AS (
-            SELECT s.tag, a.t, a.idx, a.did, a.pid
-            FROM subjects s JOIN often USING (tag) JOIN asks a ON a.idx = s.idx
-        ), cand AS (
-            SELECT tag FROM st GROUP BY tag HAVING count(DISTINCT did) >= $min
+        WITH buckets AS (
+            SELECT tag, t // $window AS bucket FROM subjects GROUP BY tag, bucket
+            HAVING count(*) * 2 >= $min AND count(DISTINCT did) * 2 >= $min
+        ), near AS (
+            SELECT DISTINCT tag, bucket + k AS bucket
+            FROM buckets, (VALUES (-1), (0), (1)) AS shift(k)
         ), w AS (
-            SELECT st.*, count(DISTINCT did) OVER (
-                PARTITION BY tag ORDER BY t RANGE BETWEEN $window PRECEDING AND CURRENT ROW) AS d
-            FROM st JOIN cand USING (tag)
+            SELECT s.*, count(DISTINCT s.did) OVER (
+                PARTITION BY s.tag ORDER BY s.t
+                RANGE BETWEEN $window PRECEDING AND CURRENT ROW) AS d
+            FROM subjects s JOIN near n ON n.tag = s.tag AND n.bucket = s.t // $window
         ), hot AS (
             SELECT tag, t, d, lag(t) OVER (PARTITION BY tag ORDER BY t) AS prev
             FROM w WHERE d >= $min
@@ -845,9 +848,8 @@ def _self_or_relative(
         con,
         f"""
         WITH hit AS (
-            SELECT a.*, st.relation
-            FROM subjects s JOIN staff st ON st.tag = s.tag
-            JOIN asks a ON a.idx = s.idx AND a.pid = st.pid
+            SELECT s.idx, s.pid, s.did, s.t, st.relation
+            FROM subjects s JOIN staff st ON st.tag = s.tag AND st.pid = s.pid
         )
         SELECT pid, list(DISTINCT relation) AS relations, {_carry("hit")}
         FROM hit GROUP BY pid ORDER BY min(idx)
@@ -916,24 +918,32 @@ def _code(dictionary: pa.Array, text: str) -> int:
     return -1 if found is None else int(found)
 
 
-def _encode(column: pa.ChunkedArray, mask: np.ndarray) -> tuple[np.ndarray, pa.Array]:
-    """A text column's codes (int32) where ``mask`` holds, and its one dictionary."""
+def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """A text column's codes (int32, every entry) and its one dictionary."""
     import pyarrow.compute as pc
 
     if column.nbytes >= 2**31 - 1:
         column = column.cast(pa.large_string())
     whole = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
     encoded = pc.dictionary_encode(whole)
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-    return codes[mask], encoded.dictionary
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), encoded.dictionary
 
 
 def _category(column: pa.ChunkedArray, values: tuple[str, ...]) -> np.ndarray:
     """A text (or dictionary) column as the positions of its values in ``values``."""
     import pyarrow.compute as pc
 
-    found = pc.index_in(column.cast(pa.string()), value_set=pa.array(values))
-    return _numpy(pc.fill_null(found, -1), np.int8)
+    value_set = pa.array(values)
+    parts = []
+    for chunk in column.chunks:
+        if isinstance(chunk, pa.DictionaryArray):  # map the small dictionary, then index
+            lookup = pc.fill_null(pc.index_in(chunk.dictionary, value_set=value_set), -1)
+            codes = chunk.indices.to_numpy(zero_copy_only=False)
+            parts.append(lookup.to_numpy(zero_copy_only=False).astype(np.int8)[codes])
+        else:
+            found = pc.fill_null(pc.index_in(chunk, value_set=value_set), -1)
+            parts.append(found.to_numpy(zero_copy_only=False).astype(np.int8))
+    return np.concatenate(parts) if parts else np.zeros(0, np.int8)
 
 
 def _numpy(column: pa.ChunkedArray, dtype: Any) -> np.ndarray:
@@ -962,11 +972,12 @@ def _prepare(
     """
     entries = frame.entries
     mask = _category(entries.column("kind"), KIND_CODES) == 1  # asks
-    codes: dict[str, np.ndarray] = {}
+    every: dict[str, np.ndarray] = {}  # codes of every entry, asks or not
     dictionaries: dict[str, pa.Array] = {}
     for column, short in (("department", "did"), ("principal", "pid"),
                           ("service_matter", "sid"), ("reason", "rid")):  # fmt: skip
-        codes[short], dictionaries[column] = _encode(entries.column(column), mask)
+        every[short], dictionaries[column] = _encode(entries.column(column))
+    codes = {short: values[mask] for short, values in every.items()}
     t = _numpy(entries.column("t"), np.int64)[mask]
     lt = t + config.offset
     case_year = entries.column("case_year").combine_chunks().filter(pa.array(mask))
@@ -992,7 +1003,16 @@ def _prepare(
     con.register("acts_arrow", _acts(asks))
     con.execute("CREATE TEMP TABLE acts AS SELECT * FROM acts_arrow")
     con.unregister("acts_arrow")
-    con.register("subjects", frame.subjects)
+    # The subjects with their entry's department and principal (entries are gap-free
+    # from the frame's first index, so an index is a position).
+    first = int(entries.column("idx")[0].as_py()) if entries.num_rows else 0
+    at = frame.subjects.column("idx").to_numpy() - first
+    con.register(
+        "subjects",
+        frame.subjects.append_column("did", pa.array(every["did"][at])).append_column(
+            "pid", pa.array(every["pid"][at])
+        ),
+    )
     principal_code = {text: code for code, text in enumerate(dictionaries["principal"].to_pylist())}
     staff = staff if staff is not None else _STAFF_SCHEMA.empty_table()
     known = [principal_code.get(p, -1) for p in staff.column("principal").to_pylist()]
@@ -1007,7 +1027,6 @@ def _prepare(
         ),
     )
     con.register("families", families if families is not None else _FAMILY_SCHEMA.empty_table())
-    first = int(entries.column("idx")[0].as_py()) if entries.num_rows else 0
     return _Names(
         department=dictionaries["department"],
         principal=dictionaries["principal"],

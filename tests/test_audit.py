@@ -639,6 +639,13 @@ def test_bulk_decoding_equals_the_reference_decoder(world: World) -> None:
         assert row["case_year"] == (int(year.group(1)) if year else None), entry.case_ref
 
 
+def test_bulk_decoding_in_worker_processes_gives_the_same_columns(world: World) -> None:
+    single = read_ledger(world.home.ledger_store, stop=world.clean_size)
+    split = read_ledger(world.home.ledger_store, stop=world.clean_size, workers=2, chunk=100)
+    assert split.size == single.size == world.clean_size
+    assert split.entries.equals(single.entries) and split.subjects.equals(single.subjects)
+
+
 def test_bulk_decoding_refuses_a_damaged_entry(world: World, tmp_path: Path) -> None:
     copy = tmp_path / "ledger.sqlite"
     source = sqlite3.connect(world.home.ledger_store)
