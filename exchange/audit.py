@@ -445,7 +445,7 @@ def _frame(
     }
     entries = pa.table(
         {
-            name: pa.chunked_array(arrays, type=empty.get(name, pa.string()))
+            name: _whole(pa.chunked_array(arrays, type=empty.get(name, pa.string())))
             for name, arrays in parts.items()
         }
     )
@@ -456,6 +456,16 @@ def _frame(
         }
     )
     return LedgerFrame(entries, subjects)
+
+
+def _whole(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column as one chunk, where it fits one (a string chunk holds under 2 GiB).
+
+    Thousands of small decoded chunks would cost every later step a per-chunk toll.
+    """
+    if column.num_chunks <= 1 or column.nbytes >= 2**31 - 1:
+        return column
+    return pa.chunked_array([pa.concat_arrays(column.chunks)])
 
 
 def read_home_ledger(home: Home) -> LedgerFrame:

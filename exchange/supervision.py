@@ -679,14 +679,15 @@ def _subject_many_departments(
     registration); more, faster, is a person being looked into from every side. The
     alert lists the entries about that subject in the hot span; it never shows the tag.
     Only (subject, window-wide bucket) pairs that can hold such a span are windowed, as
-    in `burst`: a span covers at most two buckets, one of them with half the departments.
+    in `burst`: a span covers at most two buckets, one of them with half the departments
+    (the cheap test: half the asks, and two departments or more).
     """
     rows = _rows(
         con,
         f"""
         WITH buckets AS (
             SELECT tag, t // $window AS bucket FROM subjects GROUP BY tag, bucket
-            HAVING count(*) * 2 >= $min AND count(DISTINCT did) * 2 >= $min
+            HAVING count(*) * 2 >= $min AND ($min <= 2 OR min(did) <> max(did))
         ), near AS (
             SELECT DISTINCT tag, bucket + k AS bucket
             FROM buckets, (VALUES (-1), (0), (1)) AS shift(k)
@@ -952,7 +953,9 @@ def _numpy(column: pa.ChunkedArray, dtype: Any) -> np.ndarray:
         (c.indices if isinstance(c, pa.DictionaryArray) else c).to_numpy(zero_copy_only=False)
         for c in column.chunks
     ]
-    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    if not parts:
+        return np.zeros(0, dtype)
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(dtype, copy=False)
 
 
 def _prepare(
@@ -980,29 +983,21 @@ def _prepare(
     codes = {short: values[mask] for short, values in every.items()}
     t = _numpy(entries.column("t"), np.int64)[mask]
     lt = t + config.offset
+    columns: dict[str, np.ndarray] = {
+        "idx": _numpy(entries.column("idx"), np.int64)[mask],
+        "t": t,
+        "lt": lt,
+        "lday": lt // 86400,
+        **codes,
+        "cid": _numpy(entries.column("case_key"), np.int64)[mask],
+        "outcome": _category(entries.column("outcome"), OUTCOME_CODES)[mask],
+        "subjects": _numpy(entries.column("n_subjects"), np.int32)[mask],
+        "ask_year": _years(lt // 86400),
+    }
     case_year = entries.column("case_year").combine_chunks().filter(pa.array(mask))
-    asks = pa.table(
-        {
-            "idx": pa.array(_numpy(entries.column("idx"), np.int64)[mask]),
-            "t": pa.array(t),
-            "lt": pa.array(lt),
-            "lday": pa.array(lt // 86400),
-            **{name: pa.array(values) for name, values in codes.items()},
-            "cid": pa.array(_numpy(entries.column("case_key"), np.int64)[mask]),
-            "outcome": pa.array(_category(entries.column("outcome"), OUTCOME_CODES)[mask]),
-            "subjects": pa.array(_numpy(entries.column("n_subjects"), np.int32)[mask]),
-            "ask_year": pa.array(
-                lt.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int32) + 1970
-            ),
-            "case_year": case_year,
-        }
-    )
-    con.register("asks_arrow", asks)
-    con.execute("CREATE TEMP TABLE asks AS SELECT * FROM asks_arrow")
-    con.unregister("asks_arrow")
-    con.register("acts_arrow", _acts(asks))
-    con.execute("CREATE TEMP TABLE acts AS SELECT * FROM acts_arrow")
-    con.unregister("acts_arrow")
+    asks = pa.table({name: pa.array(values) for name, values in columns.items()})
+    con.register("asks", asks.append_column("case_year", case_year))
+    con.register("acts", _acts(columns))
     # The subjects with their entry's department and principal (entries are gap-free
     # from the frame's first index, so an index is a position).
     first = int(entries.column("idx")[0].as_py()) if entries.num_rows else 0
@@ -1037,40 +1032,45 @@ def _prepare(
     )
 
 
-def _acts(asks: pa.Table) -> pa.Table:
+def _years(days: np.ndarray) -> np.ndarray:
+    """The calendar year of each day number (days since 1970-01-01), by a small table."""
+    if not len(days):
+        return np.zeros(0, np.int32)
+    low, high = int(days.min()), int(days.max())
+    if high - low > 100_000:  # centuries apart: let numpy's calendar do it
+        years: np.ndarray = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int32)
+        return years + 1970
+    epoch = dt.date(1970, 1, 1)
+    table = np.array([(epoch + dt.timedelta(days=d)).year for d in range(low, high + 1)], np.int32)
+    result: np.ndarray = table[days - low]
+    return result
+
+
+def _acts(asks: Mapping[str, np.ndarray]) -> pa.Table:
     """The acts: runs of consecutive asks (in ledger order) by one principal at one second.
 
     A batch is appended in one transaction, so its entries are consecutive; a single ask
     is a run of one. Computed with numpy over the runs, not by grouping.
     """
-    idx, t, pid = (asks.column(name).to_numpy() for name in ("idx", "t", "pid"))
-    n = len(idx)
+    n = len(asks["idx"])
     if n:
-        change = (np.diff(pid) != 0) | (np.diff(t) != 0)
+        change = (np.diff(asks["pid"]) != 0) | (np.diff(asks["t"]) != 0)
         starts = np.concatenate([[0], np.flatnonzero(change) + 1])
     else:
         starts = np.zeros(0, np.int64)
-    sizes = np.diff(np.append(starts, n))
-    answered = (asks.column("outcome").to_numpy() == 1).astype(np.int64)
-    subjects = asks.column("subjects").to_numpy().astype(np.int64)
 
     def runs(values: np.ndarray) -> pa.Array:
-        return pa.array(np.add.reduceat(values, starts) if n else values[:0])
+        return pa.array(np.add.reduceat(values, starts) if n else values[:0].astype(np.int64))
 
-    taken = asks.take(pa.array(starts))
+    first = {name: pa.array(asks[name][starts])
+             for name in ("pid", "t", "did", "sid", "cid", "lt", "lday")}  # fmt: skip
     return pa.table(
         {
-            "pid": taken.column("pid"),
-            "t": taken.column("t"),
-            "did": taken.column("did"),
-            "sid": taken.column("sid"),
-            "cid": taken.column("cid"),
-            "lt": taken.column("lt"),
-            "lday": taken.column("lday"),
-            "first_idx": taken.column("idx"),
-            "n": pa.array(sizes.astype(np.int64)),
-            "answered": runs(answered),
-            "subjects": runs(subjects),
+            **first,
+            "first_idx": pa.array(asks["idx"][starts]),
+            "n": pa.array(np.diff(np.append(starts, n)).astype(np.int64)),
+            "answered": runs((asks["outcome"] == 1).astype(np.int64)),
+            "subjects": runs(asks["subjects"].astype(np.int64)),
         }
     )
 
