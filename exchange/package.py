@@ -399,11 +399,10 @@ def _drop_rows(path: Path, contract: Contract, rows: pa.ChunkedArray) -> None:
 
 
 def _violation_counts(path: Path) -> dict[str, int]:
-    table = pq.ParquetFile(path).read(columns=["keyword"])
-    counts = table.group_by("keyword").aggregate([("keyword", "count")]).to_pylist()
+    keywords = pq.ParquetFile(path).read(columns=["keyword"]).column("keyword")
+    counts = pc.value_counts(keywords).to_pylist() if len(keywords) else []
     return {
-        str(c["keyword"]): int(c["keyword_count"])
-        for c in sorted(counts, key=lambda c: str(c["keyword"]))
+        str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: str(c["values"]))
     }
 
 

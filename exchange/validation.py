@@ -553,7 +553,7 @@ def _date(v: Values) -> np.ndarray:
     # `YYYY-MM-DD`, ASCII digits: exactly ten bytes.
     fits, codes = _fixed_width(v.strings, 10, v.is_string)
     digits = codes - np.uint8(48)  # a byte that is no digit wraps to above 9
-    shaped = (digits[:, _DATE_DIGITS] <= 9).all(axis=1) & (codes[:, 4] == 45) & (codes[:, 7] == 45)
+    shaped = _all_digits(digits[:, _DATE_DIGITS]) & (codes[:, 4] == 45) & (codes[:, 7] == 45)
     ok[fits] = shaped & residentid.calendar_ok(
         _number(digits, 0, 4), _number(digits, 5, 7), _number(digits, 8, 10)
     )
@@ -565,12 +565,19 @@ _ID_WEIGHTS = np.array(residentid.WEIGHTS, dtype=np.int32)
 _ID_CHECKS = np.frombuffer(residentid.CHECK_CHARACTERS.encode("ascii"), dtype=np.uint8)
 
 
+def _all_digits(digits: np.ndarray) -> np.ndarray:
+    """Rows of a digit array (bytes less 48) that hold digits only: one check for the
+    whole array first, as almost every row does."""
+    if digits.size and digits.max() <= 9:
+        return np.ones(len(digits), dtype=bool)
+    return np.asarray((digits <= 9).all(axis=1))
+
+
 def _number(digits: np.ndarray, start: int, end: int) -> np.ndarray:
     """The decimal number that columns `start:end` of a digit array spell."""
-    value = np.zeros(len(digits), dtype=np.int64)
-    for column in range(start, end):
-        value = value * 10 + digits[:, column]
-    return value
+    powers = 10 ** np.arange(end - start - 1, -1, -1, dtype=np.int32)
+    number: np.ndarray = digits[:, start:end].astype(np.int32) @ powers
+    return number
 
 
 def _resident_id(v: Values) -> np.ndarray:
@@ -582,7 +589,7 @@ def _resident_id(v: Values) -> np.ndarray:
     fits, codes = _fixed_width(v.strings, 18, v.is_string)
     digits = codes[:, :17] - np.uint8(48)  # a byte that is no digit wraps to above 9
     last = codes[:, 17]
-    shaped = (digits <= 9).all(axis=1) & ((last - np.uint8(48) <= 9) | (last == 88))
+    shaped = _all_digits(digits) & ((last - np.uint8(48) <= 9) | (last == 88))
     born = residentid.calendar_ok(
         _number(digits, 6, 10), _number(digits, 10, 12), _number(digits, 12, 14)
     )
