@@ -546,8 +546,8 @@ class AuditReport:
     def lines(self) -> list[str]:
         verdict = "ok" if self.ok else f"{len(self.findings)} finding(s)"
         out = [
-            f"ledger: {self.entries:,} entries, {self.checkpoints} checkpoints "
-            f"(every one signed and cosigned), root {self.root}",
+            f"ledger: {self.entries:,} entries re-hashed, {self.checkpoints} checkpoint(s) "
+            f"checked for the log's signature and the witness's cosignature, root {self.root}",
             f"publications: {self.publications} packages re-verified against the registry",
             f"re-derivation: {self.rederived:,} of {self.answered_asks:,} answered asks replayed"
             + (f" (seed {self.seed})" if self.seed is not None else ""),

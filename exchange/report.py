@@ -199,8 +199,11 @@ def stacked_bars(
     *,
     width: int = 900,
     height: int = 300,
+    colours: Mapping[str, str] | None = None,
 ) -> str:
     """A stacked bar chart as inline SVG: one bar per category, one colour per series."""
+    colour = {name: PALETTE[s % len(PALETTE)] for s, name in enumerate(series)}
+    colour.update(colours or {})
     left, right, top, bottom = 48, 12, 28, 64
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(values.get(c, {}).values()) for c in categories]
@@ -219,12 +222,12 @@ def stacked_bars(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="a">{tick:,}</text>'
         )
     slot = plot_w / max(len(categories), 1)
-    bar = max(1.0, slot * 0.8)
+    bar = min(48.0, max(1.0, slot * 0.8))  # a few days: bars, not walls
     every = max(1, len(categories) // 15)
     for i, category in enumerate(categories):
         x = left + i * slot + (slot - bar) / 2
         y = top + plot_h
-        for s, name in enumerate(series):
+        for name in series:
             count = values.get(category, {}).get(name, 0)
             if not count:
                 continue
@@ -232,7 +235,7 @@ def stacked_bars(
             y -= h
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                f'fill="{PALETTE[s % len(PALETTE)]}"><title>{_e(category)} · {_e(name)}: '
+                f'fill="{colour[name]}"><title>{_e(category)} · {_e(name)}: '
                 f"{count:,}</title></rect>"
             )
         if i % every == 0:
@@ -246,7 +249,7 @@ def stacked_bars(
         ly = height + 22 * (s // 6)
         parts.append(
             f'<rect x="{lx:.1f}" y="{ly - 10}" width="12" height="12" '
-            f'fill="{PALETTE[s % len(PALETTE)]}"/>'
+            f'fill="{colour[name]}"/>'
             f'<text x="{lx + 16:.1f}" y="{ly}" class="a">{_e(name)}</text>'
         )
     parts.append("</svg>")
@@ -309,7 +312,7 @@ def grouped_bars(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="a">{tick:,}</text>'
         )
     slot = plot_w / max(len(groups), 1)
-    bar = slot * 0.7 / max(len(members), 1)
+    bar = min(48.0, slot * 0.7 / max(len(members), 1))
     for g, group in enumerate(groups):
         x0 = left + g * slot + slot * 0.15
         for m, member in enumerate(members):
@@ -358,6 +361,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 padding:.6rem .9rem;min-width:9rem}.card b{display:block;font-size:1.4rem}
 svg .t{font-size:14px;font-weight:600}svg .a{font-size:11px;fill:#444}svg .g{stroke:#e5e5e5}
 .yellow{color:#8a6d00;font-weight:600}.red{color:#d62728;font-weight:600}
+.wide{overflow-x:auto}.wide td:last-child{min-width:18rem}
 details{margin:.5rem 0}small{color:#666}
 """
 
@@ -382,6 +386,8 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
          sum(data.asks_by_day[day].values())]
         for day in data.days
     ]  # fmt: skip
+    # One colour per department in every chart.
+    department_colours = {d: PALETTE[n % len(PALETTE)] for n, d in enumerate(data.departments)}
     refusal_days = sorted(data.refusals_by_day)
     refusal_departments = sorted({d for per in data.refusals_by_day.values() for d in per})
     alert_counts = {(k, c): 0 for k in KINDS for c in CARDS}
@@ -421,6 +427,7 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
             refusal_days,
             refusal_departments,
             data.refusals_by_day,
+            colours=department_colours,
         ),
         _details(
             "Table: refusals by department and reason",
@@ -454,6 +461,7 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
             ["kind", *CARDS],
             [[k, *[alert_counts[(k, c)] for c in CARDS]] for k in KINDS],
         ),
+        '<div class="wide">',
         _table(
             [
                 "rule",
@@ -468,6 +476,7 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
             ],
             alert_rows,
         ),
+        "</div>",
     ]
     body = "\n".join(sections)
     return (
