@@ -137,6 +137,9 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterable[City]:
     )
     tables = build_all(tagged, rng, CONTRIBUTION_MONTHS)
     con = duckdb.connect(str(root / "home" / "exchange.duckdb"), read_only=True)
+    # A query that multiplies rows fails here instead of exhausting the machine.
+    con.execute("SET memory_limit = '2GB'")
+    con.execute("SET temp_directory = ''")
     city = City(
         con=con,
         pop=pop,
@@ -787,6 +790,21 @@ def test_answers_do_not_depend_on_the_number_a_record_carries(
 
 
 # --- scale and shape ---------------------------------------------------------------------
+
+
+BATCH = 200_000
+
+
+@pytest.mark.parametrize("fact_id", ALL_FACTS)
+def test_a_large_batch_gets_the_answers_of_its_questions(city: City, fact_id: str) -> None:
+    """A batch of 200,000 questions (the same ones many times over) is answered within the
+    connection's memory limit with the answers the questions get alone: no query joins the
+    batch to a dataset on anything but a person's number, so nothing multiplies."""
+    rows = [_by(q, "earlier", city, {}) for q in _questions(city, fact_id)]
+    alone = ask(city, fact_id, rows)
+    times = -(-BATCH // len(rows))
+    batch = pa.Table.from_pylist((rows * times)[:BATCH])
+    assert ask(city, fact_id, batch) == (alone * times)[:BATCH]
 
 
 # What each fact answers about a valid number no record holds (every resident_id
