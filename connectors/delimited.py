@@ -16,10 +16,13 @@ records, problems and numbering.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -79,21 +82,31 @@ class CsvConnector(TextSource):
     def read(self) -> Iterator[pa.RecordBatch]:
         encoding = self.resolved_encoding()
         codec = codec_for(encoding)
+        blocks = read_raw_blocks(self.path, self.block_bytes)
         header: list[str] | None = None
+        for data in blocks:
+            header, data = self._header(data, codec, encoding)
+            if header is not None:
+                break
+        if header is None:
+            return
+        head = header
+        # The next block is transcoded in a thread of its own (the codec holds the GIL)
+        # while this one is parsed (Arrow does not) and its batches are used.
+        prepared = _ahead(
+            lambda block: (block, self._prepare(block, head, codec)),
+            itertools.chain([data], blocks),
+        )
         pending = LineBlock(pa.array([], pa.string()))  # a record still inside a quoted field
         next_row = 1
-        for data in read_raw_blocks(self.path, self.block_bytes):
-            if header is None:
-                header, data = self._header(data, codec, encoding)
-                if header is None:
-                    continue
-            pieces = [(data, True)]  # (bytes, may be split) in reverse order
+        for block, utf8 in prepared:
+            pieces = [(block, utf8, True)]  # (bytes, transcoded, may be split), reversed
             while pieces:
-                piece, whole = pieces.pop()
+                piece, ready, whole = pieces.pop()
                 if not piece:
                     continue
                 if not len(pending.lines):
-                    table = self._plain(piece, header, codec)
+                    table = self._parse_plain(ready, header, codec) if ready else None
                     if table is not None:
                         for part in table.to_batches(max_chunksize=self.batch_rows):
                             yield self._plain_batch(part, header, next_row)
@@ -103,7 +116,10 @@ class CsvConnector(TextSource):
                         # Something in the block needs a closer look: only the pieces of it
                         # that do take the careful path below.
                         split = _split_lines(piece, PIECE_BYTES)
-                        pieces.extend((part, False) for part in reversed(split))
+                        pieces.extend(
+                            (part, self._prepare(part, header, codec), False)
+                            for part in reversed(split)
+                        )
                         continue
                 records, pending = self._records(pending, decode_block(piece, codec))
                 for start in range(0, len(records.text), self.batch_rows):
@@ -111,7 +127,6 @@ class CsvConnector(TextSource):
                     yield self._batch(part, header, next_row)
                     next_row += len(part.text)
         if len(pending.lines):
-            assert header is not None
             # The file ended inside a quoted field: one last, malformed record.
             text = "\n".join(pending.lines.to_pylist())
             why = "quote: the file ends inside a quoted field"
@@ -140,31 +155,36 @@ class CsvConnector(TextSource):
             return header, data[start:]
         return None, b""
 
-    def _plain(self, data: bytes, header: list[str], codec: str) -> pa.Table | None:
-        """Whole lines parsed in one go by Arrow, or None when they need the careful path.
+    def _prepare(self, data: bytes, header: list[str], codec: str) -> bytes | None:
+        """The fast path, first half: whole lines as UTF-8 with a closing record, or None
+        when they need the careful path.
 
-        The fast path, for blocks as exports almost always are: every byte decodes, no CR
+        The fast path is for blocks as exports almost always are: every byte decodes, no CR
         stands alone, every record has the header's number of fields and ends in the block.
         Anything else (an undecodable row, a wrong field count, a lone CR, a quoted value
-        running on past the block) returns None, and the careful path finds and explains
-        it. Records are the same either way: a quote opens a quoted field only at the start
-        of a field in Arrow's parser as in `_scan`, and Arrow parses the values of both.
+        running on past the block) makes this or `_parse_plain` return None, and the careful
+        path finds and explains it. Records are the same either way: a quote opens a quoted
+        field only at the start of a field in Arrow's parser as in `_scan`, and Arrow parses
+        the values of both.
         """
         width = len(header)
-        if width < 2:
-            return None  # the end-of-block check below needs a delimiter
+        if width < 2 or not data:
+            return None  # the end-of-block check needs a delimiter
         if _lone_cr(data):
             return None  # a CR that ends no line: the careful path decides what it is
         # A last record of empty fields: a record of its own if every quote before it was
         # closed, else swallowed by the quoted value left open.
         ending = (b"" if data.endswith(b"\n") else b"\n") + self.delimiter.encode() * (width - 1)
         if codec == "utf-8":
-            utf8 = data + ending + b"\n"  # Arrow checks that it is UTF-8
-        else:
-            try:
-                utf8 = _transcode(data, codec, ending + b"\n")
-            except UnicodeDecodeError:
-                return None
+            return data + ending + b"\n"  # Arrow checks that it is UTF-8
+        try:
+            return _transcode(data, codec, ending + b"\n")
+        except UnicodeDecodeError:
+            return None
+
+    def _parse_plain(self, utf8: bytes, header: list[str], codec: str) -> pa.Table | None:
+        """The fast path, second half: Arrow parses the lines in one go; the closing record
+        must come back as a record of its own."""
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(utf8),
@@ -360,10 +380,60 @@ def _transcode(data: bytes, codec: str, suffix: bytes) -> bytes:
 
 
 def _lone_cr(data: bytes) -> bool:
-    """Whether a CR in `data` is not followed by LF."""
+    """Whether a CR in `data` is not followed by LF (looked for a megabyte at a time, so
+    no temporary array is the size of the block)."""
     codes = np.frombuffer(data, dtype=np.uint8)
-    after = np.flatnonzero(codes == 13) + 1
-    return bool(len(after)) and (after[-1] == len(codes) or bool((codes[after] != 10).any()))
+    for start in range(0, len(codes), 1 << 20):
+        after = np.flatnonzero(codes[start : start + (1 << 20)] == 13) + (start + 1)
+        if len(after) and (after[-1] == len(codes) or bool((codes[after] != 10).any())):
+            return True
+    return False
+
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
+
+def _ahead(work: Callable[[_T], _U], items: Iterable[_T]) -> Iterator[_U]:
+    """`work` on each item, in order, in a thread of its own one item ahead of the caller.
+
+    An exception in the thread is raised here; a caller that stops early stops the thread.
+    """
+    done: Queue[tuple[bool, Any]] = Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(result: tuple[bool, Any]) -> bool:
+        """Queue a result unless the caller has stopped; whether it was queued."""
+        while not stop.is_set():
+            try:
+                done.put(result, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not hand((True, work(item))):
+                    return
+        except BaseException as problem:  # handed to the caller, raised there
+            hand((False, problem))
+            return
+        hand((False, None))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, value = done.get()
+            if not ok:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
 
 
 # Private-use characters, one of which is surely absent from any batch.

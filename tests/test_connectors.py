@@ -391,7 +391,7 @@ def messy_records(draw: st.DrawFn) -> list[bytes]:
 
 
 def _careful_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(CsvConnector, "_plain", lambda self, *args: None)
+    monkeypatch.setattr(CsvConnector, "_prepare", lambda self, *args: None)
 
 
 def _outcome(connector: CsvConnector) -> list[Record] | str:
@@ -442,6 +442,54 @@ def test_csv_clean_export_takes_the_fast_path(
     got = _records(CsvConnector(path, batch_rows=64))
     assert [r[ROW] for r in got] == list(range(1, 301))
     assert [[r["id"], r["name"], r["address"]] for r in got] == rows
+
+
+def test_csv_careful_only_really_is_the_careful_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the property test above compares against must not be the fast path again.
+    path = _write(tmp_path, "c.csv", "a,b\n1,二\n".encode("gb18030"))
+    calls: list[int] = []
+    records = CsvConnector._records
+
+    def spy(self: CsvConnector, pending: Any, block: Any) -> Any:
+        calls.append(len(block.lines))
+        return records(self, pending, block)
+
+    monkeypatch.setattr(CsvConnector, "_records", spy)
+    _careful_only(monkeypatch)
+    assert [(r["a"], r["b"]) for r in _records(CsvConnector(path))] == [("1", "二")]
+    assert calls == [1]
+
+
+def test_work_ahead_keeps_order_raises_and_stops() -> None:
+    from connectors.delimited import _ahead
+
+    assert list(_ahead(lambda n: n * n, range(50))) == [n * n for n in range(50)]
+
+    def fails(n: int) -> int:
+        if n == 3:
+            raise ValueError("three")
+        return n
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="three"):
+        for n in _ahead(fails, range(10)):
+            got.append(n)
+    assert got == [0, 1, 2]
+    seen: list[int] = []
+
+    def slow(n: int) -> int:
+        seen.append(n)
+        return n
+
+    ahead = _ahead(slow, range(1000))
+    assert next(ahead) == 0
+    ahead.close()  # the caller stops: the thread stops soon after, not at 1000
+    import time
+
+    time.sleep(0.5)
+    assert len(seen) < 10
 
 
 def test_csv_a_bad_row_sends_only_its_piece_to_the_careful_path(
