@@ -602,6 +602,7 @@ def verify_home(
     from exchange.store import ExchangeStore
 
     with ExchangeStore(home.exchange_db, read_only=True) as store:
+        store.con.execute("SET enable_progress_bar = false")  # stdout may be JSON
         # 2. Every publication: package, hashes, ledger entry, table.
         publications = _check_publications(home, store, frame, report)
         # 3. Re-derive answered asks from the archive.

@@ -99,6 +99,7 @@ def report_data(
         }
     )
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # stdout may be JSON
     try:
         con.register("entries", frame.entries)
         con.register("certificates", certificates)

@@ -901,6 +901,7 @@ def scan(
     config = config or load_config()
     chosen = [r for r in (rules or RULES) if r in config.rules]
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # stdout may be JSON
     try:
         names = _prepare(con, frame, config, staff, families)
         found: list[Alert] = []
