@@ -48,7 +48,7 @@ bench: setup
 	$(BIN)/python -m tests.bench.bench_ledger
 	$(BIN)/python -m tests.bench.bench_ask
 	$(BIN)/python -m tests.bench.bench_http
-	test ! -f tests/bench/bench_audit.py || $(BIN)/python -m tests.bench.bench_audit
+	$(BIN)/python -m tests.bench.bench_audit
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

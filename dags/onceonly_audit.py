@@ -14,7 +14,7 @@ database, so it takes the one-writer pool like every other task that opens it.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -64,7 +64,9 @@ def audit_daily() -> None:
         from exchange.supervision import AlertSummary, alerts
 
         context = get_current_context()
-        day = (context["logical_date"] or datetime.now(UTC)).astimezone(UTC).date()
+        # `alerts(since=…)` takes a Beijing date: the day the run covers, in UTC+8.
+        beijing = timezone(timedelta(hours=8))
+        day = (context["logical_date"] or datetime.now(UTC)).astimezone(beijing).date()
         home = Home.locate().require()
         found = alerts(home, since=day)
         folder = Path(_reports_folder(dict(context["params"])))
