@@ -236,7 +236,11 @@ def _lookup_columns(contract: Contract) -> list[str]:
 class _Keys:
     """Every accepted row's key and `_row`, in an in-memory DuckDB database that spills to
     disk past its memory limit, so ten million keys do not need ten million keys' worth of
-    memory. Filled while streaming; duplicates are found once at the end."""
+    memory. Filled while streaming, with a 64-bit hash of each key; duplicates are found
+    once at the end: rows whose hashes repeat first (integers group fast), then, among those
+    few, rows whose keys repeat."""
+
+    HASH = "__onceonly_key_hash"
 
     def __init__(self, work: Path, key: list[str]) -> None:
         self.key, self.spill = key, work / "spill"
@@ -247,28 +251,38 @@ class _Keys:
 
     def add(self, accepted: pa.Table) -> None:
         self.con.register("part", accepted.select([ROW, *self.key]))
+        rows = f"SELECT *, {self.digest()} AS {quote(self.HASH)} FROM part"
         try:
             if self.created:
-                self.con.execute("INSERT INTO keys SELECT * FROM part")
+                self.con.execute(f"INSERT INTO keys {rows}")
             else:
-                self.con.execute("CREATE TABLE keys AS SELECT * FROM part")
+                self.con.execute(f"CREATE TABLE keys AS {rows}")
                 self.created = True
         finally:
             self.con.unregister("part")
+
+    def digest(self) -> str:
+        """The SQL for a row's key hash: DuckDB's 64-bit hash of the key's columns."""
+        return f"hash({', '.join(quote(k) for k in self.key)})"
 
     def duplicates(self) -> pa.Table:
         """Rows whose key an earlier row already has: (row, first row with that key)."""
         found = pa.table({"row": pa.array([], pa.int64()), "first": pa.array([], pa.int64())})
         if self.created:
             names = ", ".join(quote(k) for k in self.key)
+            row, digest = quote(ROW), quote(self.HASH)
             found = self.con.sql(
                 f"""
-                WITH repeated AS (
-                    SELECT {names}, min({quote(ROW)}) AS first FROM keys
+                WITH clashes AS (
+                    SELECT {digest} FROM keys GROUP BY {digest} HAVING count(*) > 1
+                ),
+                candidates AS (SELECT * FROM keys SEMI JOIN clashes USING ({digest})),
+                repeated AS (
+                    SELECT {names}, min({row}) AS first FROM candidates
                     GROUP BY {names} HAVING count(*) > 1
                 )
-                SELECT k.{quote(ROW)} AS row, r.first FROM keys k JOIN repeated r USING ({names})
-                WHERE k.{quote(ROW)} <> r.first ORDER BY row
+                SELECT c.{row} AS row, r.first FROM candidates c JOIN repeated r USING ({names})
+                WHERE c.{row} <> r.first ORDER BY row
                 """
             ).to_arrow_table()
         return pa.table(

@@ -461,3 +461,25 @@ def test_a_package_changed_after_verification_is_not_kept(
     (copy / DATA).write_bytes((copy / DATA).read_bytes()[:-12] + b"\x00" * 12)
     with pytest.raises(PackageInvalid, match="changed while it was being kept"):
         keep_package(verified, tmp_path / "kept")
+
+
+@pytest.mark.parametrize("clash", [False, True])
+def test_repeated_keys_are_found_whatever_their_hashes(tmp_path: Path, clash: bool) -> None:
+    """The first occurrence wins; rows whose key hashes collide but keys differ are kept."""
+    import pyarrow as pa
+
+    from exchange.package import _Keys
+
+    class Clashing(_Keys):
+        def digest(self) -> str:
+            return "42"  # every key hashes alike: only the exact comparison can tell
+
+    keys = (Clashing if clash else _Keys)(tmp_path, ["person_id", "month"])
+    try:
+        keys.add(pa.table({"_row": [1, 2, 3], "person_id": ["a", "a", "b"], "month": [1, 2, 1]}))
+        keys.add(pa.table({"_row": [5, 7], "person_id": ["a", "b"], "month": [1, 1]}))
+        keys.add(pa.table({"_row": [9], "person_id": ["a"], "month": [1]}))
+        found = keys.duplicates().to_pylist()
+    finally:
+        keys.close()
+    assert found == [{"row": 5, "first": 1}, {"row": 7, "first": 3}, {"row": 9, "first": 1}]
