@@ -111,6 +111,8 @@ class ExchangeStore:
             raise StoreBusy(f"cannot open {self.path}: {problem}") from problem
         # Bounded memory: DuckDB spills to disk beyond this rather than take the machine.
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        # ... and what it spills is capped too: a bad query fails, the disk does not fill.
+        self.con.execute("SET max_temp_directory_size = '8GB'")
         if not read_only:
             self.con.execute(_DDL)
             self.con.execute(
