@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
+from queue import Full, Queue
 from typing import Any
 
 import duckdb
@@ -186,14 +186,31 @@ class _Staged:
     rejected: int = 0
 
 
-def _produce(batches: Iterator[pa.RecordBatch], queue: Queue[Any]) -> None:
-    """Read the source in a thread of its own: decoding holds the GIL, Arrow work does not."""
+def _produce(batches: Iterator[pa.RecordBatch], queue: Queue[Any], stop: threading.Event) -> None:
+    """Read the source in a thread of its own, until it ends or the consumer stops."""
     try:
         for part in batches:
-            queue.put(part)
+            if not _offer(queue, part, stop):
+                break
+        else:
+            _offer(queue, None, stop)
     except BaseException as problem:  # handed to the consumer, raised there
-        queue.put(problem)
-    queue.put(None)
+        _offer(queue, problem, stop)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # a generator: its files and threads are let go now, not at exit
+
+
+def _offer(queue: Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put `item` unless `stop` is set first; whether it was put."""
+    while not stop.is_set():
+        try:
+            queue.put(item, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False
 
 
 # Data files: LZ4 (a third the CPU of zstd for a little more disk), dictionary pages only
@@ -334,7 +351,8 @@ def _stream(
     the violations and the keys (Parquet and DuckDB work outside the GIL)."""
     staged = _Staged(_Keys(work, list(validator.contract.key)))
     incoming: Queue[Any] = Queue(maxsize=2)  # bounded: memory stays a few batches deep
-    reader = threading.Thread(target=_produce, args=(batches, incoming), daemon=True)
+    stop = threading.Event()
+    reader = threading.Thread(target=_produce, args=(batches, incoming, stop), daemon=True)
     reader.start()
     outgoing: Queue[Validated | None] = Queue(maxsize=2)
     failed: list[BaseException] = []
@@ -355,6 +373,7 @@ def _stream(
             if progress:
                 progress(staged.read)
     except BaseException:
+        stop.set()  # the reader stops too, and lets go of the source
         staged.keys.close()
         raise
     finally:
@@ -363,6 +382,7 @@ def _stream(
         problems.close()
         data.close()
     if failed:
+        stop.set()
         staged.keys.close()
         raise failed[0]
     reader.join()

@@ -483,3 +483,42 @@ def test_repeated_keys_are_found_whatever_their_hashes(tmp_path: Path, clash: bo
     finally:
         keys.close()
     assert found == [{"row": 5, "first": 1}, {"row": 7, "first": 3}, {"row": 9, "first": 1}]
+
+
+def test_a_failure_while_streaming_is_raised_and_lets_go_of_the_source(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    from connectors.base import batch
+    from exchange.package import _stream
+    from exchange.validation import BatchValidator
+
+    contract = load_contract("deaths", "1.0.0")
+    validator = BatchValidator(contract)
+    released = threading.Event()
+
+    def source() -> Any:
+        try:
+            for n in range(1, 1001):
+                nothing = pa.nulls(1, pa.string())
+                yield batch(pa.array([n], pa.int64()), nothing, nothing, [], [])
+        finally:
+            released.set()
+
+    calls = 0
+
+    def judge(part: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("validation broke")
+        return BatchValidator.validate(validator, part)
+
+    validator.validate = judge  # type: ignore[method-assign]
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="validation broke"):
+        _stream(source(), validator, tmp_path, None)
+    assert released.wait(5), "the source was not let go"
+    assert time.perf_counter() - started < 5
