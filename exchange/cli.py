@@ -16,17 +16,21 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from connectors.errors import ConnectorError
 from exchange.cli_audit import audit_app, citizen_report_command, staff_app
+from exchange.cli_common import JsonOption, err, out
+from exchange.cli_common import date_option as _date_option
+from exchange.cli_common import emit_json as _emit_json
+from exchange.cli_common import home as _home
+from exchange.cli_common import options as _options
+from exchange.cli_common import table as _table
 from exchange.cli_ledger import ledger_app, witness_app
 from exchange.cli_service import serve, token_app
 from exchange.errors import ExchangeError, InvalidArgument
@@ -42,21 +46,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-
-@dataclass
-class _Options:
-    """Global options, set by the root callback before any command runs."""
-
-    debug: bool = False
-    home: Path | None = None
-
-
-_options = _Options()
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def _version(value: bool) -> None:
@@ -81,23 +70,6 @@ def _root(
 ) -> None:
     _options.debug = debug
     _options.home = home
-
-
-def _home() -> Home:
-    return Home.locate(_options.home)
-
-
-def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=_plain) + "\n")
-
-
-def _plain(value: object) -> object:
-    """JSON for what the database hands back: times as ISO 8601, bytes as hex."""
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 @app.command()
@@ -214,22 +186,6 @@ def _store() -> Iterator[Any]:
         yield store
     finally:
         store.close()
-
-
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        numeric = bool(rows) and isinstance(rows[0].get(column), int | float)
-        table.add_column(column, justify="right" if numeric else "left")
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            cells.append(
-                "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-            )
-        table.add_row(*(escape(c) for c in cells))
-    return table
 
 
 @dept_app.command("add")
@@ -717,15 +673,6 @@ def ask(
     _print_answer(answer)
 
 
-def _date_option(name: str, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(f"{name} takes a date, YYYY-MM-DD, got {value!r}") from None
-
-
 @app.command("ask-batch")
 def ask_batch(
     fact: Annotated[str, typer.Argument(help="The fact to ask for every row.")],
@@ -816,8 +763,4 @@ def _fail(message: str, details: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module, not this `__main__` copy: the sub-command modules read
-    # the global options from `exchange.cli`, which must be the one that parsed them.
-    from exchange.cli import main as imported_main
-
-    sys.exit(imported_main())
+    sys.exit(main())

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from exchange.cli_common import JsonOption, date_option, out
+from exchange.cli_common import emit_json as _emit_json
+from exchange.cli_common import home as _home
 from exchange.errors import ExchangeError, InvalidArgument
-from exchange.home import Home
 
 audit_app = typer.Typer(
     help="The auditor's tools: verify everything, e-supervision alerts, the HTML report.",
@@ -28,38 +30,9 @@ staff_app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
 
 class AuditFailed(ExchangeError):
     """`audit verify` found something wrong (the findings are printed before)."""
-
-
-def _home() -> Home:
-    from exchange.cli import _home as home
-
-    return home()
-
-
-def _out() -> Any:
-    from exchange.cli import out
-
-    return out
-
-
-def _emit_json(data: object) -> None:
-    from exchange.cli import _emit_json as emit
-
-    emit(data)
-
-
-def _date(name: str, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(f"{name} takes a date, YYYY-MM-DD, got {value!r}") from None
 
 
 @audit_app.command("verify")
@@ -87,7 +60,7 @@ def audit_verify(
         _emit_json(report.to_dict())
     else:
         for line in report.lines():
-            _out().print(escape(line), soft_wrap=True)
+            out.print(escape(line), soft_wrap=True)
     if not report.ok:
         raise AuditFailed(
             f"audit found {len(report.findings)} problem(s); first: {report.findings[0]}"
@@ -105,11 +78,10 @@ def audit_alerts(
     """Run the e-supervision rules over the ledger: yellow cards and red cards."""
     from exchange.supervision import AlertSummary, alerts
 
-    found = alerts(_home().require(), since=_date("--since", since))
+    found = alerts(_home().require(), since=date_option("--since", since))
     if as_json:
         _emit_json([a.to_dict() for a in found])
         return
-    out = _out()
     table = Table(title=f"E-supervision alerts ({len(found)})")
     for column in ("card", "kind", "rule", "principals", "entries", "message"):
         table.add_column(column, overflow="fold")
@@ -154,7 +126,7 @@ def audit_report(
     if as_json:
         _emit_json(summary)
         return
-    _out().print(
+    out.print(
         f"wrote {escape(str(path))}: {data.asks:,} asks, {data.certificates_replaced:,} "
         f"certificates replaced, {len(data.alerts)} alert(s)",
         soft_wrap=True,
@@ -172,7 +144,7 @@ def staff_add(
     from exchange.supervision import add_staff
 
     add_staff(_home(), principal, resident_id.strip())
-    _out().print(f"registered {escape(principal)} in the staff register", soft_wrap=True)
+    out.print(f"registered {escape(principal)} in the staff register", soft_wrap=True)
 
 
 @staff_app.command("remove")
@@ -184,7 +156,7 @@ def staff_remove(
 
     if not remove_staff(_home(), principal):
         raise InvalidArgument(f"{principal} is not in the staff register")
-    _out().print(f"removed {escape(principal)} from the staff register", soft_wrap=True)
+    out.print(f"removed {escape(principal)} from the staff register", soft_wrap=True)
 
 
 @staff_app.command("list")
@@ -197,9 +169,9 @@ def staff_list(as_json: JsonOption = False) -> None:
         _emit_json(principals)
         return
     for principal in principals:
-        _out().print(escape(principal), soft_wrap=True)
+        out.print(escape(principal), soft_wrap=True)
     if not principals:
-        _out().print("the staff register is empty (onceonly staff add)")
+        out.print("the staff register is empty (onceonly staff add)")
 
 
 def citizen_report_command(
@@ -217,7 +189,7 @@ def citizen_report_command(
     """Who asked the exchange about a citizen, why, and which certificates it spared them."""
     from exchange.citizen import UTC_OFFSET, citizen_report
 
-    day = _date("--as-of", as_of)
+    day = date_option("--as-of", as_of)
     now = None
     if day is not None:  # the end of that local day
         now = dt.datetime.combine(day, dt.time(23, 59, 59), dt.UTC) - UTC_OFFSET
@@ -225,7 +197,6 @@ def citizen_report_command(
     if as_json:
         _emit_json(report.to_dict())
         return
-    out = _out()
     title = f"Asks about you, as of {report.as_of}" + (" (auditor's view)" if auditor else "")
     table = Table(title=title)
     columns = ["when (Beijing)", "department", "service matter", "fact", "outcome",

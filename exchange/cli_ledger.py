@@ -5,8 +5,8 @@ result; signed notes and receipts are printed byte for byte, never through Rich,
 they can be piped into a file and verified elsewhere. Errors propagate to
 `exchange.cli.main`, which prints one line and exits 1.
 
-`exchange.cli` imports this module to register the apps, so the helpers it shares
-(`_home`, the consoles, `_emit_json`) are imported when a command runs, not at import.
+`exchange.cli` imports this module to register the apps; both take the consoles, the
+global options and JSON output from `exchange.cli_common`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from exchange.home import Home
+from exchange.cli_common import JsonOption, out
+from exchange.cli_common import emit_json as _emit_json
+from exchange.cli_common import home as _home
 
 ledger_app = typer.Typer(
     help="The access ledger: checkpoints, receipts, proofs, audit, tiles.", no_args_is_help=True
@@ -30,26 +32,7 @@ witness_app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 IndexOption = Annotated[int, typer.Option("--index", min=0, help="The entry's index in the log.")]
-
-
-def _home() -> Home:
-    from exchange.cli import _home as home
-
-    return home()
-
-
-def _out() -> Any:
-    from exchange.cli import out
-
-    return out
-
-
-def _emit_json(data: object) -> None:
-    from exchange.cli import _emit_json as emit
-
-    emit(data)
 
 
 def _b64(data: bytes) -> str:
@@ -111,7 +94,6 @@ def ledger_consistency(
     if as_json:
         _emit_json(proof)
         return
-    out = _out()
     out.print(f"size {proof['size1']} root {proof['root1']}", soft_wrap=True)
     out.print(f"size {proof['size2']} root {proof['root2']}", soft_wrap=True)
     out.print(f"proof ({len(proof['proof'])} hashes):")
@@ -138,14 +120,14 @@ def ledger_verify(as_json: JsonOption = False) -> None:
             }
         )
     elif report.ok:
-        _out().print(
+        out.print(
             f"OK: {report.entries:,} entries, {report.checkpoints:,} checkpoint(s), "
             f"root {_b64(report.root)}",
             soft_wrap=True,
         )
     else:
         for line in report.lines():
-            _out().print(escape(line), soft_wrap=True)
+            out.print(escape(line), soft_wrap=True)
     # Exit 1 with one line naming the first bad index (also after the JSON).
     report.raise_if_bad()
 
@@ -184,7 +166,7 @@ def ledger_verify_receipt(
         _, data = ledgerlink.entry(_home(), parse_receipt(text).index)
     checkpoint = ledgerlink.check_receipt(text, data, log_keys, witness_keys)
     cosigned = "".join(f", cosigned by {w.name}" for w in witness_keys)
-    _out().print(
+    out.print(
         f"receipt verifies: entry {parse_receipt(text).index} in tree of size "
         f"{checkpoint.size}{escape(cosigned)}",
         soft_wrap=True,
@@ -224,7 +206,7 @@ def ledger_show(
             value = ", ".join(v.hex() if isinstance(v, bytes) else str(v) for v in value)
         if value not in (None, "", ()):
             table.add_row(name, escape(str(value)))
-    _out().print(table)
+    out.print(table)
 
 
 @ledger_app.command("export-tiles")
@@ -249,7 +231,6 @@ def ledger_export_tiles(
             }
         )
         return
-    out = _out()
     for path in result.written:
         out.print(f"wrote {escape(path)}", soft_wrap=True)
     for path in result.removed:
@@ -313,7 +294,6 @@ def witness_status(
     if as_json:
         _emit_json(data)
         return
-    out = _out()
     out.print(f"witness {escape(status.name)} ({escape(status.vkey)})", soft_wrap=True)
     if latest is None:
         out.print(f"has not cosigned a checkpoint of {escape(status.origin)} yet", soft_wrap=True)

@@ -1,7 +1,7 @@
 """`onceonly serve` and `onceonly token …`: the exchange as an HTTP service, a thin edge.
 
-`exchange.cli` imports this module to register the commands, so the helpers it shares
-are imported when a command runs, not at import (as in `exchange.cli_ledger`).
+`exchange.cli` imports this module to register the commands; both take the consoles,
+the global options and JSON output from `exchange.cli_common`.
 """
 
 from __future__ import annotations
@@ -9,29 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from exchange.home import Home
+from exchange.cli_common import JsonOption, out, table
+from exchange.cli_common import home as _home
 
 token_app = typer.Typer(
     help="API tokens: issue (shown once, stored as a hash), list, revoke.", no_args_is_help=True
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
-
-def _home() -> Home:
-    from exchange.cli import _home as home
-
-    return home()
-
-
-def _out() -> Any:
-    from exchange.cli import out
-
-    return out
 
 
 @token_app.command("issue")
@@ -52,14 +39,13 @@ def token_issue(
     if as_json:
         sys.stdout.write(json.dumps({"token": token, **info.__dict__}) + "\n")
         return
-    _out().print(f"token {info.id} for {principal} (shown once; keep it secret):")
+    out.print(f"token {info.id} for {principal} (shown once; keep it secret):")
     sys.stdout.write(token + "\n")
 
 
 @token_app.command("list")
 def token_list(as_json: JsonOption = False) -> None:
     """Every token issued: id, principal, when, whether revoked (never the token)."""
-    from exchange.cli import _table
     from exchange.tokens import TokenStore
 
     store = TokenStore.open(_home())
@@ -70,7 +56,7 @@ def token_list(as_json: JsonOption = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    _out().print(_table("Tokens", rows, ["id", "principal", "issued_at", "revoked_at"]))
+    out.print(table("Tokens", rows, ["id", "principal", "issued_at", "revoked_at"]))
 
 
 @token_app.command("revoke")
@@ -83,7 +69,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id.")
         info = store.revoke(token_id)
     finally:
         store.close()
-    _out().print(f"revoked token {info.id} of {info.principal}")
+    out.print(f"revoked token {info.id} of {info.principal}")
 
 
 DEMO_PRINCIPALS = (
@@ -114,7 +100,6 @@ def serve(
     from exchange.tokens import TokenStore
 
     home = _home()
-    out = _out()
     if demo:
         from exchange.demo import run
 
