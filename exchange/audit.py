@@ -56,13 +56,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
 
 from exchange.errors import ExchangeError
 from exchange.home import Home
+
+if TYPE_CHECKING:
+    from exchange.store import ExchangeStore
+    from ledger.log import Log
 
 __all__ = [
     "DEFAULT_SAMPLE",
@@ -570,19 +574,23 @@ def verify_home(
     sample: int | None = DEFAULT_SAMPLE,
     seed: int | None = None,
     frame: LedgerFrame | None = None,
+    store: ExchangeStore | None = None,
+    log: Log | None = None,
 ) -> AuditReport:
     """Verify the home's ledger, publications and past answers (see the module docstring).
 
     ``sample`` answered asks are re-derived (None: every one), drawn with ``seed``
     (default: a fresh random seed, reported, so the draw can be repeated). Never raises
-    for what it finds: see `AuditReport.ok`.
+    for what it finds: see `AuditReport.ok`. ``store`` and ``log``: the home's exchange
+    store and ledger, already open (the serving process holds both; by default they are
+    opened here, read-only).
     """
     from exchange import ledgerlink
 
     home.require()
     report = AuditReport()
     # 1. The ledger: entries, seals, tree, checkpoint signatures and consistency...
-    verified = ledgerlink.audit(home)
+    verified = ledgerlink.audit(home, log=log)
     report.entries, report.checkpoints, report.root = (
         verified.entries,
         verified.checkpoints,
@@ -601,7 +609,9 @@ def verify_home(
     frame = frame if frame is not None else read_home_ledger(home)
     from exchange.store import ExchangeStore
 
-    with ExchangeStore(home.exchange_db, read_only=True) as store:
+    with contextlib.ExitStack() as owned:
+        if store is None:
+            store = owned.enter_context(ExchangeStore(home.exchange_db, read_only=True))
         store.con.execute("SET enable_progress_bar = false")  # stdout may be JSON
         # 2. Every publication: package, hashes, ledger entry, table.
         publications = _check_publications(home, store, frame, report)

@@ -25,15 +25,19 @@ report is made: entries after it are not shown, and embargoes are judged at it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from exchange.errors import InvalidArgument
 from exchange.home import Home
 
-__all__ = ["CitizenEntry", "CitizenReport", "citizen_report", "find_entries"]
+if TYPE_CHECKING:
+    from exchange.store import ExchangeStore
+
+__all__ = ["CitizenEntry", "CitizenReport", "citizen_report", "end_of_local_day", "find_entries"]
 
 UTC_OFFSET: Final = dt.timedelta(hours=8)  # Beijing time, as the e-supervision config
 
@@ -94,6 +98,11 @@ class CitizenReport:
         return found
 
 
+def end_of_local_day(day: dt.date) -> dt.datetime:
+    """The last second of a local (Beijing) day, in UTC: a report "as of" that day."""
+    return dt.datetime.combine(day, dt.time(23, 59, 59), dt.UTC) - UTC_OFFSET
+
+
 def _aliases(store: Any, resident_id: str) -> set[str]:
     """The resident's number and every number linked to it by published ID changes."""
     from exchange.store import dataset_view
@@ -151,8 +160,13 @@ def citizen_report(
     *,
     now: dt.datetime | None = None,
     auditor: bool = False,
+    store: ExchangeStore | None = None,
 ) -> CitizenReport:
-    """Every ask about ``resident_id`` visible at ``now`` (see the module docstring)."""
+    """Every ask about ``resident_id`` visible at ``now`` (see the module docstring).
+
+    ``store``: an open exchange store to read ID changes and department names from (the
+    serving process's); default: the home's, opened read-only.
+    """
     from exchange.catalogue import load_catalogue
     from exchange.facts import FactError, load_fact
     from exchange.ledgerlink import subject_key
@@ -169,7 +183,9 @@ def citizen_report(
     moment = utc(now)
     stamp = utc_time(moment)
     local_today = (moment + UTC_OFFSET).date().isoformat()
-    with ExchangeStore(home.exchange_db, read_only=True) as store:
+    with contextlib.ExitStack() as owned:
+        if store is None:
+            store = owned.enter_context(ExchangeStore(home.exchange_db, read_only=True))
         numbers = _aliases(store, resident_id)
         names = {r["code"]: r["name"] for r in store.rows("SELECT code, name FROM departments")}
     key = subject_key(home)

@@ -8,7 +8,6 @@ audit prints its findings, then fails the same way (`AuditFailed`).
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -187,12 +186,10 @@ def citizen_report_command(
     as_json: JsonOption = False,
 ) -> None:
     """Who asked the exchange about a citizen, why, and which certificates it spared them."""
-    from exchange.citizen import UTC_OFFSET, citizen_report
+    from exchange.citizen import citizen_report, end_of_local_day
 
     day = date_option("--as-of", as_of)
-    now = None
-    if day is not None:  # the end of that local day
-        now = dt.datetime.combine(day, dt.time(23, 59, 59), dt.UTC) - UTC_OFFSET
+    now = end_of_local_day(day) if day is not None else None
     report = citizen_report(_home(), resident_id, now=now, auditor=auditor)
     if as_json:
         _emit_json(report.to_dict())

@@ -3,7 +3,10 @@
 - caseworkers pick a certificate from the catalogue, fill in the fact's parameters, and
   get the answer with its ledger index and the exchange-signed receipt to download;
 - stewards see datasets, their department's publications and quarantined rows;
-- auditors see the ledger's size, the latest cosigned checkpoint and a full verification.
+- auditors see the ledger's size, the latest cosigned checkpoint and a full verification,
+  the e-supervision alerts and the audit report's charts (inline SVG drawn by
+  `exchange.report`), download the full report, and ask for a citizen's report (a POST
+  form: a resident ID never goes into a URL).
 
 The token from `onceonly token issue` is the login: it is kept in an HttpOnly,
 SameSite=Strict cookie, so other sites cannot make the browser use it. Every value shown
@@ -15,13 +18,16 @@ import html
 import json
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from exchange.home import Home
 from exchange.policy import Principal
+
+if TYPE_CHECKING:
+    from exchange.report import ReportData
 
 COOKIE = "onceonly_token"
 
@@ -42,6 +48,8 @@ border-radius:4px;cursor:pointer}
 pre{background:#f0f2f5;padding:.6rem;overflow-x:auto;font-size:.8rem}
 .answer{font-size:1.6rem;font-weight:700}.refused{color:#b3261e}.ok{color:#1e7b34}
 .muted{color:#5b6472;font-size:.9rem}
+.yellow{color:#8a6d00;font-weight:600}.red{color:#b3261e;font-weight:600}
+section svg{max-width:100%;height:auto}
 """
 
 
@@ -49,7 +57,7 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _page(title: str, body: str, who: Principal | None = None) -> HTMLResponse:
+def _page(title: str, body: str, who: Principal | None = None, style: str = "") -> HTMLResponse:
     account = ""
     if who is not None:
         account = (
@@ -58,7 +66,7 @@ def _page(title: str, body: str, who: Principal | None = None) -> HTMLResponse:
         )
     return HTMLResponse(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(title)} — onceonly</title><style>{_STYLE}</style></head><body>"
+        f"<title>{_e(title)} — onceonly</title><style>{_STYLE}{style}</style></head><body>"
         f"<header><strong>onceonly · {_e(title)}</strong>{account}</header>"
         f"<main>{body}</main></body></html>"
     )
@@ -261,6 +269,12 @@ def add_console(
 
     # --- auditor ---------------------------------------------------------------------
 
+    def report_data() -> "ReportData":
+        from exchange.report import home_report_data
+
+        with exchange().store.reader() as store:  # a snapshot; the writer goes on
+            return home_report_data(home, now=clock(), store=store)
+
     @app.get("/console/auditor", response_class=HTMLResponse, include_in_schema=False)
     def auditor(request: Request) -> Response:
         from exchange.ledgerlink import log_verifier, witness_verifier
@@ -279,19 +293,129 @@ def add_console(
             f"<section><h2>Ledger</h2><p>{log.size:,} entries · full verification: {verdict}</p>"
             f"<h3>Latest checkpoint (signed and cosigned)</h3><pre>{_e(checkpoint)}</pre></section>"
         )
-        body += _audit_sections(home)
+        from exchange.report import CHART_STYLE
+
+        body += _audit_sections(report_data()) + _CITIZEN_FORM
+        return _page("auditor", body, who, style=CHART_STYLE)
+
+    @app.get("/console/auditor/report", include_in_schema=False)
+    def auditor_report(request: Request) -> Response:
+        from exchange.report import build_report
+
+        who = require(request, "auditor")
+        if not isinstance(who, Principal):
+            return who
+        data = report_data()
+        name = f"onceonly-audit-report-{data.generated_at[:10]}.html"
+        return HTMLResponse(
+            build_report(data), headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
+
+    @app.post("/console/auditor/citizen-report", response_class=HTMLResponse,
+              include_in_schema=False)  # fmt: skip
+    def auditor_citizen_report(
+        request: Request,
+        resident_id: str = Form(max_length=64),
+        as_of: str = Form(default="", max_length=10),
+    ) -> Response:
+        from exchange.citizen import citizen_report, end_of_local_day
+        from exchange.errors import InvalidArgument
+
+        who = require(request, "auditor")
+        if not isinstance(who, Principal):
+            return who
+        try:
+            day = dt.date.fromisoformat(as_of) if as_of else None
+        except ValueError:
+            day = None
+        if as_of and (day is None or day.year < 1970):
+            problem = "the date must be YYYY-MM-DD, 1970 or later"
+            return _page("auditor", _citizen_problem(problem), who)
+        now = end_of_local_day(day) if day is not None else clock()
+        try:
+            with exchange().store.reader() as store:
+                report = citizen_report(home, resident_id, now=now, auditor=True, store=store)
+        except InvalidArgument as problem:
+            return _page("auditor", _citizen_problem(str(problem)), who)
+        rows = [
+            {
+                "ledger entry": e.index,
+                "when (Beijing)": e.local_time,
+                "department": e.department_name,
+                "principal": e.principal,
+                "service matter": f"{e.service_matter} {e.service_matter_title}",
+                "fact": e.fact_title,
+                "outcome": e.outcome + (f": {e.reason}" if e.reason else ""),
+                "certificate spared": "; ".join(e.certificates),
+                "case": e.case_ref,
+                "embargo until": e.embargo_until,
+            }
+            for e in report.entries
+        ]
+        body = (
+            "<section><h2>Citizen report (auditor's view)</h2>"
+            f"<p id='citizen-summary'>{len(report.entries)} ask(s) as of {_e(report.as_of)}; "
+            f"{report.trips_spared} trip(s) to an office spared; {report.embargoed} under "
+            "embargo (hidden from the citizen's own view).</p>"
+            + _table(rows)
+            + "<p><a href='/console/auditor'>Back to the auditor's page</a></p></section>"
+            + _CITIZEN_FORM
+        )
         return _page("auditor", body, who)
 
 
-def _audit_sections(home: Home) -> str:
-    """Alerts and the report's charts, where the audit library is present."""
-    import importlib.util
+_CITIZEN_FORM = (
+    "<section><h2>Citizen report</h2><p class='muted'>Every ask about one resident, in the "
+    "auditor's view (embargoed asks and principals included). The ID number is sent in the "
+    "form's body, never in a link.</p>"
+    "<form method='post' action='/console/auditor/citizen-report'>"
+    "<label for='resident_id'>Resident ID number</label><input id='resident_id' "
+    "name='resident_id' required maxlength='18' pattern='[0-9]{17}[0-9X]' autocomplete='off'>"
+    "<label for='as_of'>As of (local date; empty: now)</label>"
+    "<input id='as_of' name='as_of' type='date'>"
+    "<button class='primary' id='citizen-report' type='submit'>Show the report</button>"
+    "</form></section>"
+)
 
-    if importlib.util.find_spec("exchange.report") is None:
-        return ""
+
+def _citizen_problem(message: str) -> str:
+    return f"<section><p class='refused' id='citizen-problem'>{_e(message)}</p></section>" + (
+        _CITIZEN_FORM
+    )
+
+
+def _audit_sections(data: "ReportData") -> str:
+    """The e-supervision alerts and the audit report's charts, from `home_report_data`."""
+    from exchange.report import charts
+
+    rows = "".join(
+        f"<tr><td class='{_e(a.card)}'>{_e(a.card)}</td><td>{_e(a.kind)}</td>"
+        f"<td>{_e(a.rule)}</td><td>{_e(a.message)}</td><td>{_e(', '.join(a.principals))}</td>"
+        f"<td>{_e(a.first_time)}"
+        + (f" – {_e(a.last_time)}" if a.last_time != a.first_time else "")
+        + f"</td><td>{len(a.indexes):,}</td></tr>"
+        for a in data.alerts
+    )
+    yellow = sum(1 for a in data.alerts if a.card == "yellow")
+    alerts = (
+        "<table id='alerts'><thead><tr><th>card</th><th>kind</th><th>rule</th><th>message</th>"
+        "<th>principals</th><th>time (UTC)</th><th>entries</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if data.alerts
+        else "<p class='muted' id='alerts'>no alerts</p>"
+    )
+    drawn = charts(data)
     return (
-        "<section><h2>E-supervision</h2><p><a href='/console/auditor/report'>"
-        "Open the audit report (charts and tables)</a></p></section>"
+        f"<section><h2>E-supervision alerts</h2><p>{yellow} yellow card(s), "
+        f"{len(data.alerts) - yellow} red card(s) over {data.entries:,} ledger entries.</p>"
+        f"{alerts}</section>"
+        "<section id='charts'><h2>Audit report</h2>"
+        f"<p>{data.asks:,} asks · {data.certificates_replaced:,} certificates replaced · "
+        f"{data.trips_saved:,} citizen trips saved (est.) · "
+        "<a id='report-download' href='/console/auditor/report' download>"
+        "Download the full report (HTML, charts and tables)</a></p>"
+        + "".join(drawn[name] for name in ("asks", "refusals", "certificates", "trips", "alerts"))
+        + "</section>"
     )
 
 

@@ -21,12 +21,24 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from exchange.audit import LedgerFrame
 from exchange.supervision import CARDS, KINDS, Alert, SupervisionConfig
 
-__all__ = ["ReportData", "build_report", "report_data", "write_report"]
+if TYPE_CHECKING:
+    from exchange.store import ExchangeStore
+
+__all__ = [
+    "CHART_STYLE",
+    "ReportData",
+    "build_report",
+    "charts",
+    "home_report",
+    "home_report_data",
+    "report_data",
+    "write_report",
+]
 
 PALETTE: Final = (
     "#4e79a7",
@@ -351,7 +363,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_STYLE: Final = """
+CHART_STYLE: Final = (
+    "svg .t{font-size:14px;font-weight:600}svg .a{font-size:11px;fill:#444}svg .g{stroke:#e5e5e5}"
+)
+_STYLE: Final = (
+    """
 body{font-family:system-ui,-apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;
 margin:2rem auto;max-width:960px;color:#222;line-height:1.45;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd}
@@ -360,11 +376,53 @@ th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{border:1px solid #ddd;border-radius:6px;
 padding:.6rem .9rem;min-width:9rem}.card b{display:block;font-size:1.4rem}
-svg .t{font-size:14px;font-weight:600}svg .a{font-size:11px;fill:#444}svg .g{stroke:#e5e5e5}
 .yellow{color:#8a6d00;font-weight:600}.red{color:#d62728;font-weight:600}
 .wide{overflow-x:auto}.wide td:last-child{min-width:18rem}
 details{margin:.5rem 0}small{color:#666}
 """
+    + CHART_STYLE
+)
+
+
+def _alert_counts(data: ReportData) -> dict[tuple[str, str], int]:
+    counts = {(k, c): 0 for k in KINDS for c in CARDS}
+    for alert in data.alerts:
+        counts[(alert.kind, alert.card)] += 1
+    return counts
+
+
+def charts(data: ReportData) -> dict[str, str]:
+    """The report's charts as inline SVG, by section: asks, refusals, certificates, trips, alerts.
+
+    Their text is styled by `CHART_STYLE` (part of the report's own style).
+    """
+    # One colour per department in every chart.
+    department_colours = {d: PALETTE[n % len(PALETTE)] for n, d in enumerate(data.departments)}
+    refusal_days = sorted(data.refusals_by_day)
+    refusal_departments = sorted({d for per in data.refusals_by_day.values() for d in per})
+    return {
+        "asks": stacked_bars(
+            "Asks per day, by asking department", data.days, data.departments, data.asks_by_day
+        ),
+        "refusals": stacked_bars(
+            "Refused asks per day, by asking department",
+            refusal_days,
+            refusal_departments,
+            data.refusals_by_day,
+            colours=department_colours,
+        ),
+        "certificates": horizontal_bars(
+            "Certificates replaced", [(c[0], c[3]) for c in data.certificates], colour=PALETTE[2]
+        ),
+        "trips": horizontal_bars(
+            "Trips saved, by the office the citizen no longer visits",
+            list(data.trips_by_issuer.items()),
+            colour=PALETTE[1],
+        ),
+        "alerts": grouped_bars(
+            "Alerts by kind and card", KINDS, CARDS, _alert_counts(data), CARD_COLOURS
+        ),
+    }
 
 
 def build_report(data: ReportData, *, title: str = "onceonly audit report") -> str:
@@ -387,13 +445,8 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
          sum(data.asks_by_day[day].values())]
         for day in data.days
     ]  # fmt: skip
-    # One colour per department in every chart.
-    department_colours = {d: PALETTE[n % len(PALETTE)] for n, d in enumerate(data.departments)}
-    refusal_days = sorted(data.refusals_by_day)
-    refusal_departments = sorted({d for per in data.refusals_by_day.values() for d in per})
-    alert_counts = {(k, c): 0 for k in KINDS for c in CARDS}
-    for alert in data.alerts:
-        alert_counts[(alert.kind, alert.card)] += 1
+    drawn = charts(data)
+    alert_counts = _alert_counts(data)
     alert_rows = [
         [
             alert.rule,
@@ -415,21 +468,13 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
         "and this report counts them, never names them.</small></p>",
         f'<div class="cards">{cards}</div>',
         "<h2>Asks per department per day</h2>",
-        stacked_bars(
-            "Asks per day, by asking department", data.days, data.departments, data.asks_by_day
-        ),
+        drawn["asks"],
         _details(
             "Table: asks per department per day",
             _table(["day", *data.departments, "total"], day_rows),
         ),
         "<h2>Refusals</h2>",
-        stacked_bars(
-            "Refused asks per day, by asking department",
-            refusal_days,
-            refusal_departments,
-            data.refusals_by_day,
-            colours=department_colours,
-        ),
+        drawn["refusals"],
         _details(
             "Table: refusals by department and reason",
             _table(["department", "reason", "refusals"], data.refusal_reasons),
@@ -438,26 +483,20 @@ def build_report(data: ReportData, *, title: str = "onceonly audit report") -> s
         "<p>An answered ask of a fact that replaces a certificate, under one of the service "
         "matters the certificate catalogue lists for it, is one certificate the citizen did "
         "not have to fetch.</p>",
-        horizontal_bars(
-            "Certificates replaced", [(c[0], c[3]) for c in data.certificates], colour=PALETTE[2]
-        ),
+        drawn["certificates"],
         _details(
             "Table: certificates replaced",
             _table(["certificate", "fact", "issuer", "replaced"], data.certificates),
         ),
         "<h2>Citizen trips saved (estimate)</h2>",
         "<p>One trip per certificate replaced, to the department that would have issued it.</p>",
-        horizontal_bars(
-            "Trips saved, by the office the citizen no longer visits",
-            list(data.trips_by_issuer.items()),
-            colour=PALETTE[1],
-        ),
+        drawn["trips"],
         _details(
             "Table: trips saved by issuing department",
             _table(["issuing department", "trips saved"], list(data.trips_by_issuer.items())),
         ),
         "<h2>E-supervision alerts</h2>",
-        grouped_bars("Alerts by kind and card", KINDS, CARDS, alert_counts, CARD_COLOURS),
+        drawn["alerts"],
         _table(
             ["kind", *CARDS],
             [[k, *[alert_counts[(k, c)] for c in CARDS]] for k in KINDS],
@@ -502,16 +541,31 @@ def write_report(path: Path, data: ReportData) -> Path:
     return path
 
 
-def home_report(home: Any, out: Path, *, now: dt.datetime | None = None) -> tuple[Path, ReportData]:
-    """Scan the home's ledger, raise the alerts and write the report to ``out``."""
+def home_report_data(
+    home: Any, *, now: dt.datetime | None = None, store: ExchangeStore | None = None
+) -> ReportData:
+    """Scan the home's ledger and raise the alerts: the report's figures.
+
+    ``store``: an open exchange store to read published data and department names from
+    (the serving process's); default: the home's, opened read-only.
+    """
+    import contextlib
+
     from exchange.audit import read_home_ledger
     from exchange.store import ExchangeStore
     from exchange.supervision import alerts, load_config
 
     config = load_config()
     frame = read_home_ledger(home)
-    found = alerts(home, config=config, frame=frame)
-    with ExchangeStore(home.exchange_db, read_only=True) as store:
+    with contextlib.ExitStack() as owned:
+        if store is None:
+            store = owned.enter_context(ExchangeStore(home.exchange_db, read_only=True))
+        found = alerts(home, config=config, frame=frame, store=store)
         names = {r["code"]: r["name"] for r in store.rows("SELECT code, name FROM departments")}
-    data = report_data(frame, found, config, department_names=names, now=now)
+    return report_data(frame, found, config, department_names=names, now=now)
+
+
+def home_report(home: Any, out: Path, *, now: dt.datetime | None = None) -> tuple[Path, ReportData]:
+    """Scan the home's ledger, raise the alerts and write the report to ``out``."""
+    data = home_report_data(home, now=now)
     return write_report(out, data), data

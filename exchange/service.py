@@ -19,7 +19,15 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``):
 - steward: ``GET /v1/datasets``, ``POST /v1/datasets``, ``GET /v1/publications``,
   ``POST /v1/publications``, ``GET /v1/publications/{id}/quarantine``
 - auditor: ``POST /v1/ledger/checkpoint``, ``GET /v1/ledger/proof/{index}``,
-  ``GET /v1/ledger/consistency``, ``GET /v1/ledger/verify``
+  ``GET /v1/ledger/entries/{index}``, ``GET /v1/ledger/consistency``,
+  ``GET /v1/ledger/verify``, ``GET /v1/audit/alerts``, ``POST /v1/audit/citizen-report``,
+  ``GET /v1/audit/report``, ``POST /v1/audit/verify``
+
+The auditor's routes are thin over `exchange.supervision`, `exchange.citizen`,
+`exchange.report` and `exchange.audit`, handed this process's open ledger and a DuckDB
+cursor of its database (a committed snapshot: reading never waits on the writer, and
+the file cannot be opened a second time). A resident ID travels only in a POST body,
+never in a URL, so it never reaches an access log.
 
 The web console (``/console``) is server-rendered HTML over the same library calls.
 """
@@ -34,9 +42,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import Body, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -98,6 +106,102 @@ class ConsistencyOut(BaseModel):
     root1: str
     root2: str
     proof: list[str]
+
+
+# The earliest date the auditor's routes take: the ledger's times are Unix seconds.
+EARLIEST = dt.date(1970, 1, 1)
+
+
+class AlertOut(BaseModel):
+    """One e-supervision alert (no personal data: see `exchange.supervision`)."""
+
+    rule: str
+    kind: str = Field(description="time / process / content / discretion / risk")
+    card: str = Field(description="yellow (someone should look) or red (someone must act)")
+    indexes: list[int] = Field(description="The ledger entries involved, ascending")
+    principals: list[str]
+    departments: list[str]
+    first_time: str = Field(description="UTC, YYYY-MM-DDTHH:MM:SSZ")
+    last_time: str
+    message: str
+
+
+class CitizenReportBody(BaseModel):
+    resident_id: str = Field(
+        min_length=18,
+        max_length=18,
+        pattern=r"^[0-9]{17}[0-9X]$",
+        description="The citizen's resident ID number (GB 11643; in the body, never a URL)",
+    )
+    as_of: dt.date | None = Field(
+        default=None,
+        ge=EARLIEST,
+        description="The report as it stood at the end of this local (Beijing) day, "
+        "1970-01-01 or later; default: now",
+    )
+
+
+class CitizenAskOut(BaseModel):
+    index: int
+    time: str
+    local_time: str
+    department: str
+    department_name: str
+    role: str
+    service_matter: str
+    service_matter_title: str
+    fact: str
+    fact_title: str
+    case_ref: str
+    outcome: str
+    reason: str
+    certificates: list[str]
+    visits_spared: list[str]
+    embargo_until: str = Field(description="Embargo date of a covert ask, else empty")
+    principal: str
+
+
+class CitizenReportOut(BaseModel):
+    as_of: str
+    view: str = Field(description="auditor: embargoed asks and principals included")
+    asks: list[CitizenAskOut]
+    trips_spared: int
+    embargoed: int = Field(description="Asks still under embargo at as_of")
+
+
+class AuditVerifyBody(BaseModel):
+    sample: int | None = Field(
+        default=200,
+        ge=0,
+        le=10**9,
+        description="How many answered asks to re-derive (a random draw); null: every one",
+    )
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**32, description="Seed of the draw, to repeat an earlier audit"
+    )
+
+
+class FindingOut(BaseModel):
+    check: str = Field(description="ledger / checkpoint / publication / rederivation")
+    what: str
+    index: int | None
+    publication: int | None
+    expected: str
+    found: str
+
+
+class AuditOut(BaseModel):
+    ok: bool
+    entries: int
+    checkpoints: int
+    root: str
+    uncovered_entries: int
+    publications_checked: int
+    answered_asks: int
+    rederived: int
+    seed: int | None
+    sample: list[int] = Field(description="The ledger indexes of the asks re-derived")
+    findings: list[FindingOut]
 
 
 # --- the application --------------------------------------------------------------------
@@ -483,6 +587,60 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
             "size": exchange().log.size,
             "problems": report.lines() if not report.ok else [],
         }
+
+    @app.get("/v1/audit/alerts", response_model=list[AlertOut], tags=["auditor"])
+    def audit_alerts(
+        who: Auditor,
+        since: Annotated[
+            dt.date | None,
+            Query(
+                description="Only alerts whose last ask is on or after this local (Beijing) "
+                "date, 1970-01-01 or later"
+            ),
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        """E-supervision: the rules run over the whole ledger; yellow cards and red cards."""
+        from exchange.supervision import alerts
+
+        if since is not None and since < EARLIEST:
+            raise ApiError(422, "invalid_request", f"since: no date before {EARLIEST}")
+        with exchange().store.reader() as store:
+            found = alerts(home, since=since, store=store)
+        return [alert.to_dict() for alert in found]
+
+    @app.post("/v1/audit/citizen-report", response_model=CitizenReportOut, tags=["auditor"])
+    def audit_citizen_report(body: CitizenReportBody, who: Auditor) -> dict[str, Any]:
+        """Every ask about one resident, in the auditor's view (embargoed asks included)."""
+        from exchange.citizen import citizen_report, end_of_local_day
+
+        now = end_of_local_day(body.as_of) if body.as_of is not None else clock()
+        with exchange().store.reader() as store:
+            report = citizen_report(home, body.resident_id, now=now, auditor=True, store=store)
+        return report.to_dict()
+
+    @app.get("/v1/audit/report", response_class=HTMLResponse, tags=["auditor"])
+    def audit_report(who: Auditor) -> str:
+        """The audit report: one self-contained HTML page, inline SVG charts and tables."""
+        from exchange.report import build_report, home_report_data
+
+        with exchange().store.reader() as store:
+            return build_report(home_report_data(home, now=clock(), store=store))
+
+    @app.post("/v1/audit/verify", response_model=AuditOut, tags=["auditor"])
+    def audit_verify(
+        who: Auditor, body: Annotated[AuditVerifyBody | None, Body()] = None
+    ) -> dict[str, Any]:
+        """Verify the ledger, every publication package, and re-derive past answers."""
+        from exchange.audit import verify_home
+
+        given = body or AuditVerifyBody()
+        # Publications are compared with the ledger and re-derived answers with them:
+        # no ingest may land halfway through (asks go on; they do not take this lock).
+        with writer, exchange().store.reader() as store:
+            report = verify_home(
+                home, sample=given.sample, seed=given.seed, store=store, log=exchange().log
+            )
+        return report.to_dict()
 
     _library_errors(app)
     from exchange.console import add_console

@@ -120,6 +120,17 @@ class ExchangeStore:
                 [str(SCHEMA_VERSION)],
             )
 
+    def reader(self) -> ExchangeStore:
+        """Another connection to this database, for one thread's reads; close it after.
+
+        A DuckDB cursor of the open database: it reads a committed snapshot, so it never
+        waits on (nor holds up) the writer — how the serving process, which owns the
+        file, hands the auditor's library a store (opening the file again would fail).
+        """
+        other = ExchangeStore.__new__(ExchangeStore)
+        other.path, other.con = self.path, self.con.cursor()
+        return other
+
     def close(self) -> None:
         self.con.close()
 

@@ -73,7 +73,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -84,6 +84,9 @@ from exchange.audit import LedgerFrame, case_key, read_home_ledger, tag_prefix
 from exchange.errors import ExchangeError, InvalidArgument
 from exchange.home import Home
 from exchange.paths import schemas_dir
+
+if TYPE_CHECKING:
+    from exchange.store import ExchangeStore
 
 __all__ = [
     "CARDS",
@@ -1082,33 +1085,42 @@ def alerts(
     since: dt.date | None = None,
     config: SupervisionConfig | None = None,
     frame: LedgerFrame | None = None,
+    store: ExchangeStore | None = None,
 ) -> list[Alert]:
     """Scan the home's whole ledger; the alerts whose last entry is on or after ``since``.
 
     The whole ledger is scanned whatever ``since`` is: baselines (peers' volume, a
     principal's usual service matters, earlier uses of a case reference) need history.
-    ``since`` is a local (Beijing) date.
+    ``since`` is a local (Beijing) date. ``store``: an open exchange store to read the
+    published data from (the serving process's; default: the home's, opened read-only).
     """
     config = config or load_config()
     frame = frame if frame is not None else read_home_ledger(home)
-    staff, family = _home_tables(home)
+    staff, family = _home_tables(home, store)
     found = scan(frame, config, staff=staff, families=family)
     if since is None:
         return found
-    cutoff = dt.datetime.combine(since, dt.time(), dt.UTC) - dt.timedelta(seconds=config.offset)
-    stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        cutoff = dt.datetime.combine(since, dt.time(), dt.UTC) - dt.timedelta(seconds=config.offset)
+    except OverflowError:  # local midnight of a date at the calendar's very edge
+        return found if since <= dt.date(1, 1, 2) else []
+    stamp = cutoff.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"  # 4-digit year
     return [a for a in found if a.last_time >= stamp]
 
 
-def _home_tables(home: Home) -> tuple[pa.Table | None, pa.Table | None]:
+def _home_tables(
+    home: Home, store: ExchangeStore | None = None
+) -> tuple[pa.Table | None, pa.Table | None]:
     """The staff and family tables from the home's published data (None before any)."""
     from exchange.store import ExchangeStore
 
     home.require()
-    with ExchangeStore(home.exchange_db, read_only=True) as store:
-        if not _has(store, "household_register"):
-            return None, None
-        return staff_tags(home, store), families(home, store)
+    if store is None:
+        with ExchangeStore(home.exchange_db, read_only=True) as own:
+            return _home_tables(home, own)
+    if not _has(store, "household_register"):
+        return None, None
+    return staff_tags(home, store), families(home, store)
 
 
 def _has(store: Any, dataset: str) -> bool:
