@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -47,16 +48,21 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from exchange.answers import PrecomputedAnswers, precomputable
 from exchange.errors import ExchangeError
 from exchange.facts import (
     Fact,
     FactError,
     InvalidParameters,
+    Source,
+    all_facts,
     check_one,
     evaluate,
     evaluate_one,
@@ -71,12 +77,21 @@ from exchange.facts import (
 from exchange.home import Home
 from exchange.ledgerlink import log_signer, open_log, subject_key
 from exchange.policy import Policy, RateLimiter, load_policy, parse_principal
-from exchange.store import ExchangeStore, utc
-from ledger.entries import Entry, SubjectTagger, subject_commitment, subject_tag, utc_time
+from exchange.store import ExchangeStore, publication_table, utc
+from ledger.entries import (
+    Entry,
+    SubjectTagger,
+    subject_commitment,
+    subject_commitments,
+    subject_tag,
+    utc_time,
+)
 from ledger.log import Log
 from ledger.note import sign_note
 
 ANSWER_DOMAIN = b"onceonly-answer-v1\x00"
+UNFIT_PARAMETERS = "parameters do not fit the fact contract"
+_NOT_TABULATED = object()
 RECEIPT_HEADER = "onceonly answer receipt v1"
 _LONG_DIGITS = re.compile(r"[0-9]{15}")
 _IDENTIFIER_CHARS = frozenset(
@@ -140,7 +155,14 @@ def answer_digest(canonical: bytes, nonce: bytes) -> bytes:
 
 def _identifier(text: object) -> str:
     """A caller-supplied name as a ledger identifier, or "unknown" (never free text)."""
-    if not isinstance(text, str) or not 0 < len(text) <= 128 or _LONG_DIGITS.search(text):
+    if type(text) is not str or not 0 < len(text) <= 128:
+        return "unknown"
+    return _checked_identifier(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_identifier(text: str) -> str:
+    if _LONG_DIGITS.search(text):
         return "unknown"  # a long digit run could be a resident ID: never into the ledger
     return text if set(text) <= _IDENTIFIER_CHARS and text[0].isalnum() else "unknown"
 
@@ -173,13 +195,10 @@ class AskArchive:
         self._batches.mkdir(mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
 
-    def record(self, rows: list[tuple[int, str, str, str, str, str, str, str]]) -> None:
+    def record_one(self, row: tuple[int, str, str, str, str, str, str, str]) -> None:
+        """One answered ask: a single statement, its own (WAL, unsynced) transaction."""
         with self._lock:
-            self._con.execute("BEGIN")
-            self._con.executemany(
-                "INSERT OR REPLACE INTO asks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            self._con.execute("COMMIT")
+            self._con.execute("INSERT OR REPLACE INTO asks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def record_batch(self, rows: pa.Table) -> None:
         """A caseload's questions as one Parquet file, indexed by its ledger-index range."""
@@ -321,6 +340,7 @@ class Exchange:
         *,
         policy: Policy | None = None,
         archive: AskArchive | None = None,
+        precompute: bool = False,
     ) -> None:
         self.home, self.store, self.log = home, store, log
         self.policy = policy or load_policy()
@@ -330,24 +350,66 @@ class Exchange:
         self._signer = log_signer(home)
         self._local = threading.local()
         self._batcher = QueryBatcher()
+        self._facts: dict[str, Fact] = {}
+        # Single asks of one-resident facts answered from tables of the same query
+        # (exchange.answers); off for one-shot callers, who would use a table once.
+        self.answers = (
+            PrecomputedAnswers(self._cursor, perf_counter, self._population) if precompute else None
+        )
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read which publications exist (after an ingest by this process)."""
         self._published = published(self._cursor())
+        self._current: dict[str, list[Source]] = {}  # fact ref -> its pinned sources
+        if self.answers is not None:
+            self.precompute(utc(None).date())
+
+    def _population(self) -> str | None:
+        """The current household register's relation: every resident (exchange.answers)."""
+        current = self._published.get("household_register")
+        return publication_table(current[0][0]) if current else None
+
+    def precompute(self, today: dt.date, *, wait: bool = False) -> None:
+        """Have the answer tables of every one-resident fact built for ``today``.
+
+        In the background (asks take the query path meanwhile), or, with ``wait``,
+        before returning. A fact whose datasets are not all published is skipped.
+        """
+        if self.answers is None:
+            raise ValueError("this exchange was opened without precompute")
+        for fact_id in sorted({f.id for f in all_facts()}):
+            fact = load_fact(fact_id)
+            if not precomputable(fact):
+                continue
+            try:
+                sources = pin_publications(self._cursor(), fact, snapshot=self._published)
+            except FactError:
+                continue
+            self.answers.request(fact, sources, today)
+        if wait:
+            self.answers.wait()
 
     @classmethod
     @contextmanager
-    def open(cls, home: Home, *, policy: Policy | None = None) -> Iterator[Exchange]:
-        """The home's exchange: its database (the one writer), ledger and ask archive."""
+    def open(
+        cls, home: Home, *, policy: Policy | None = None, precompute: bool = False
+    ) -> Iterator[Exchange]:
+        """The home's exchange: its database (the one writer), ledger and ask archive.
+
+        ``precompute`` answers single asks of one-resident facts from precomputed
+        tables of the same query (`exchange.answers`): for a long-running service.
+        """
         home.require()
         store = ExchangeStore(home.exchange_db)
         try:
             with open_log(home) as log:
-                exchange = cls(home, store, log, policy=policy)
+                exchange = cls(home, store, log, policy=policy, precompute=precompute)
                 try:
                     yield exchange
                 finally:
+                    if exchange.answers is not None:
+                        exchange.answers.close()
                     exchange.archive.close()
         finally:
             store.close()
@@ -408,26 +470,29 @@ class Exchange:
 
         fact: Fact | None = None
         try:
-            fact = load_fact(fact_id)
+            fact = self._fact(fact_id)
         except FactError:
             raise refuse("unknown fact") from None
         reason = self.policy.check(who, fact.id, service_matter, case_ref, embargo=bool(embargo))
         if reason is None and not self.limits.allow(principal, now):
             reason = "rate limit exceeded"
         salt = secrets.token_bytes(16)
-        subject_ids = self._valid_subjects(fact, params)
         if reason:
-            raise refuse(reason, subject_ids, salt)
+            raise refuse(reason, self._valid_subjects(fact, params), salt)
         try:
             row = check_one(fact, params, today=now.date())
         except InvalidParameters:
-            raise refuse("parameters do not fit the fact contract", subject_ids, salt) from None
+            row = None
         if row is None:
-            raise refuse("parameters do not fit the fact contract", subject_ids, salt)
+            raise refuse(UNFIT_PARAMETERS, self._valid_subjects(fact, params), salt)
+        # The checked row holds each subject's ID in its canonical form.
+        subject_ids = tuple(dict.fromkeys(str(row[p.name]).encode() for p in fact.subjects))
         try:
             cursor = self._cursor()
-            sources = pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
-            result = result_value(fact, self._batcher.answer(cursor, fact, row, sources))
+            sources = self._pinned(cursor, fact, as_of)
+            result = self._precomputed(fact, sources, row, as_of, now.date())
+            if result is _NOT_TABULATED:
+                result = result_value(fact, self._batcher.answer(cursor, fact, row, sources))
         except (FactError, ExchangeError) as problem:
             index = self.log.append(entry("error", reason=_reason(problem)))
             raise AskFailed(str(problem), index) from problem
@@ -446,19 +511,17 @@ class Exchange:
                 subject_commitments=commitments,
             )
         )
-        self.archive.record(
-            [
-                (
-                    index,
-                    fact.ref,
-                    json.dumps(clean, ensure_ascii=False, sort_keys=True),
-                    json.dumps(result),
-                    json.dumps(list(relied_on)),
-                    time,
-                    salt.hex(),
-                    digest.hex(),
-                )
-            ]
+        self.archive.record_one(
+            (
+                index,
+                fact.ref,
+                json.dumps(clean, ensure_ascii=False, sort_keys=True),
+                _json_scalar(result),
+                _json_ids(relied_on),
+                time,
+                salt.hex(),
+                digest.hex(),
+            )
         )
         return Answer(
             fact=fact.id,
@@ -472,6 +535,40 @@ class Exchange:
             digest=digest.hex(),
             receipt=self._receipt(index, fact.ref, digest, time),
         )
+
+    def _fact(self, fact_id: str) -> Fact:
+        """The fact's current contract, read once per exchange (contracts are files)."""
+        found = self._facts.get(fact_id) if isinstance(fact_id, str) else None
+        if found is None:
+            found = load_fact(fact_id)
+            if len(self._facts) < 1024:
+                self._facts[fact_id] = found
+        return found
+
+    def _pinned(self, cursor: Any, fact: Fact, as_of: int | None) -> list[Source]:
+        """The fact's publications: current ones cached until the next `refresh`."""
+        if as_of is not None:
+            return pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
+        found = self._current.get(fact.ref)
+        if found is None:
+            found = pin_publications(cursor, fact, snapshot=self._published)
+            self._current[fact.ref] = found
+        return found
+
+    def _precomputed(
+        self,
+        fact: Fact,
+        sources: list[Any],
+        row: Mapping[str, object],
+        as_of: int | None,
+        today: dt.date,
+    ) -> object:
+        """The answer from a precomputed table, or `_NOT_TABULATED` (then run the query)."""
+        if self.answers is None or as_of is not None or not precomputable(fact):
+            return _NOT_TABULATED
+        (parameter,) = fact.parameters
+        found, result = self.answers.lookup(fact, sources, today, str(row[parameter.name]))
+        return result if found else _NOT_TABULATED
 
     def _valid_subjects(self, fact: Fact, params: Mapping[str, object]) -> tuple[bytes, ...]:
         """The subjects' resident IDs that can be tagged (well-formed ones only)."""
@@ -622,7 +719,6 @@ class Exchange:
         in seconds.
         """
         names = [p.name for p in fact.parameters]
-        ok_list = ok.to_pylist()
         n = good.num_rows
         # Canonical JSON, column by column (the same bytes `canonical_answer` makes).
         params_json = _json_objects(fact, good)
@@ -635,30 +731,22 @@ class Exchange:
             result_json,
             f',"time":{json.dumps(time)}}}',
             "",
-        ).to_pylist()
+        )
+        # One nonce per answer, from one call to the OS; digests over domain || nonce || JSON.
         pool = os.urandom(16 * n)
-        salts = [pool[i : i + 16] for i in range(0, 16 * n, 16)]
+        nonces = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(pool)])
+        salts: list[bytes] = nonces.to_pylist()
+        messages = pc.binary_join_element_wise(
+            nonces.cast(pa.binary()), canonical.cast(pa.binary()), b""
+        ).to_pylist()
         sha256, domain = hashlib.sha256, ANSWER_DOMAIN
-        digests = [
-            sha256(domain + s + c.encode()).digest() for s, c in zip(salts, canonical, strict=True)
-        ]
+        digests = [sha256(domain + m).digest() for m in messages]
         # Subjects: validated resident IDs (the column checks passed), one tag and one
-        # salted commitment each, with the keyed HMAC state reused.
+        # salted commitment per subject parameter and row.
         tagger = SubjectTagger(self._subject_key)
-        per_subject = [good.column(p.name).to_pylist() for p in fact.subjects]
-        answers = []
-        for i, digest in enumerate(digests):
-            ids = list(dict.fromkeys(column[i] for column in per_subject))
-            answers.append(
-                (digest, [tagger(r) for r in ids], [subject_commitment(r, salts[i]) for r in ids])
-            )
-        answered_rows = range(n)
-        result_list = [_jsonable(v) for v in results.to_pylist()]
-        archive: dict[str, list[str]] = {
-            "nonce": [pool[i : i + 16].hex() for i in range(0, 16 * n, 16)],
-            "digest": [d.hex() for d in digests],
-        }
-        refused_count = len(ok_list) - len(answered_rows)
+        subject_ids = [good.column(p.name).cast(pa.binary()).to_pylist() for p in fact.subjects]
+        tags = [tagger.many(ids) for ids in subject_ids]
+        commitments = [subject_commitments(ids, salts) for ids in subject_ids]
         template = Entry(
             kind="ask",
             time=time,
@@ -675,60 +763,73 @@ class Exchange:
         refusal = dataclasses.replace(
             template,
             outcome="refused",
-            reason="parameters do not fit the fact contract",
+            reason=UNFIT_PARAMETERS,
             answer_digest=None,
             relied_on=(),
         )
+        refused_count = table.num_rows - n
         # Fail closed: one durable commit for the whole caseload before anything else.
-        indexes = self.log.append_answers(template, answers, [refusal] * refused_count)
-        answered_indexes = indexes[: len(answers)]
+        indexes = self.log.append_answer_columns(
+            template, digests, tags, commitments, [refusal] * refused_count
+        )
+        answered_indexes = pa.array(indexes[:n], pa.int64())
+        nonce_hex = _hex_column(pool, 16, n)
         self.archive.record_batch(
             pa.table(
                 {
-                    "ledger_index": pa.array(answered_indexes, pa.int64()),
-                    "fact": pa.array([fact.ref] * len(answers)),
+                    "ledger_index": answered_indexes,
+                    "fact": pa.repeat(pa.scalar(fact.ref), n),
                     "params": params_json,
                     "result": result_json,
-                    "relied_on": pa.array([relied_json] * len(answers)),
-                    "time": pa.array([time] * len(answers)),
-                    "nonce": pa.array(archive["nonce"]),
-                    "digest": pa.array(archive["digest"]),
+                    "relied_on": pa.repeat(pa.scalar(relied_json), n),
+                    "time": pa.repeat(pa.scalar(time), n),
+                    "nonce": nonce_hex,
+                    "digest": _hex_column(b"".join(digests), 32, n),
                 }
             )
         )
-        # Back to the caller's row order: answered rows took the first indexes.
-        row_answers: list[object] = []
-        row_index: list[int] = []
-        row_nonce: list[str | None] = []
-        taken = refused_i = 0
-        for fits in ok_list:
-            if fits:
-                row_answers.append(result_list[taken])
-                row_index.append(answered_indexes[taken])
-                row_nonce.append(archive["nonce"][taken])
-                taken += 1
-            else:
-                row_answers.append(None)
-                row_index.append(indexes[len(answers) + refused_i])
-                row_nonce.append(None)
-                refused_i += 1
+        # Back to the caller's row order: answered rows took the first indexes, in order.
+        fits = ok.to_numpy(zero_copy_only=False).astype(bool)
+        row_index = np.empty(len(fits), np.int64)
+        row_index[fits] = indexes[:n]
+        row_index[~fits] = indexes[n:]
+        taken = np.cumsum(fits) - 1
+        position = pa.array(taken, pa.int64(), mask=~fits)  # null where refused
         out = given.select(names)  # as the caseworker gave them, refused rows included
-        out = out.append_column("answer", pa.array(row_answers))
-        out = out.append_column(
-            "outcome", pa.array(["answered" if f else "refused" for f in ok_list])
-        )
-        out = out.append_column(
-            "reason",
-            pa.array(["" if f else "parameters do not fit the fact contract" for f in ok_list]),
-        )
+        out = out.append_column("answer", pc.take(results, position))
+        out = out.append_column("outcome", pc.if_else(ok, "answered", "refused"))
+        out = out.append_column("reason", pc.if_else(ok, "", UNFIT_PARAMETERS))
         out = out.append_column("ledger_index", pa.array(row_index, pa.int64()))
-        return out.append_column("nonce", pa.array(row_nonce, pa.string()))
+        return out.append_column("nonce", pc.take(nonce_hex, position))
 
     # --- proofs -----------------------------------------------------------------------
 
     def proof(self, index: int) -> str:
         """The c2sp.org/tlog-proof of ledger entry ``index`` (once a checkpoint covers it)."""
         return self.log.prove(index)
+
+
+def _json_scalar(value: object) -> str:
+    """`json.dumps` of an answer, without the encoder for the common booleans."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return json.dumps(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_ids(ids: tuple[int, ...]) -> str:
+    """`json.dumps` of a publication-id list; asks share a handful of them."""
+    return json.dumps(list(ids))
+
+
+def _hex_column(data: bytes, width: int, count: int) -> pa.Array:
+    """``count`` fixed-width byte strings packed in ``data``, as lower-case hex strings."""
+    offsets = np.arange(0, 2 * width * count + 1, 2 * width, dtype=np.int32)
+    return pa.StringArray.from_buffers(
+        count, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data.hex().encode("ascii"))
+    )
 
 
 def _reason(problem: Exception) -> str:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 SCHEMAS_ENV = "ONCEONLY_SCHEMAS"
+_BESIDE_PACKAGES = Path(__file__).resolve().parent.parent / "schemas"  # resolved once
 
 
 def schemas_dir() -> Path:
@@ -13,4 +14,4 @@ def schemas_dir() -> Path:
     configured = os.environ.get(SCHEMAS_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent / "schemas"
+    return _BESIDE_PACKAGES

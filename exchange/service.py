@@ -13,7 +13,8 @@ Errors are JSON ``{"code": …, "message": …}`` with a stable code; no traceba
 
 Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``):
 
-- public: ``GET /v1/public/checkpoint``, ``/v1/public/vkeys``, ``/v1/public/tiles/…``
+- public: ``GET /v1/public/checkpoint``, ``/v1/public/vkeys``, ``/v1/public/tiles/…``,
+  ``/v1/public/health`` (readiness: ledger size, precomputed answer tables)
 - caseworker: ``GET /v1/facts``, ``GET /v1/certificates``, ``POST /v1/asks``,
   ``POST /v1/asks/batch``, ``GET /v1/receipts/{index}``
 - steward: ``GET /v1/datasets``, ``POST /v1/datasets``, ``GET /v1/publications``,
@@ -58,6 +59,7 @@ from ledger.errors import LedgerError
 API_VERSION = "v1"
 MAX_JSON_BYTES = 1 << 20  # 1 MiB: a fact's parameters or a schema never need more
 MAX_UPLOAD_BYTES = 256 << 20  # a publication package or a batch file
+SWITCH_INTERVAL = 0.001  # seconds; sys.setswitchinterval for the serving process
 
 
 class ApiError(Exception):
@@ -80,6 +82,13 @@ class AskBody(BaseModel):
     embargo_until: dt.date | None = Field(
         default=None, description="Covert grants only: hide from the citizen until this date"
     )
+
+
+class HealthOut(BaseModel):
+    status: str
+    ledger_size: int
+    answer_tables: dict[str, int] = Field(description="Fact → residents tabulated")
+    answer_tables_pending: int = Field(description="Tables queued or being built")
 
 
 class AnswerOut(BaseModel):
@@ -217,7 +226,9 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        with Exchange.open(home) as exchange:
+        # A long-running process: one-resident facts are answered from precomputed
+        # tables of their own query (exchange.answers), rebuilt after each publication.
+        with Exchange.open(home, precompute=True) as exchange:
             state["exchange"] = exchange
             state["tokens"] = TokenStore.open(home)
             try:
@@ -312,6 +323,17 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
         if note is None:
             raise ApiError(404, "no_checkpoint", "the ledger has no checkpoint yet")
         return note
+
+    @app.get("/v1/public/health", response_model=HealthOut, tags=["public"])
+    def public_health() -> dict[str, Any]:
+        """Readiness: the ledger's size and which precomputed answer tables are ready."""
+        answers = exchange().answers
+        return {
+            "status": "ok",
+            "ledger_size": exchange().log.size,
+            "answer_tables": answers.ready() if answers is not None else {},
+            "answer_tables_pending": answers.pending() if answers is not None else 0,
+        }
 
     @app.get("/v1/public/vkeys", tags=["public"])
     def public_vkeys() -> dict[str, str]:

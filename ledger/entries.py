@@ -102,6 +102,7 @@ Which fields apply (checked when an `Entry` is made, so also by `decode`):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import itertools
@@ -125,9 +126,11 @@ __all__ = [
     "SubjectTagger",
     "decode",
     "encode",
+    "encode_answer_columns",
     "encode_answers",
     "new_salt",
     "subject_commitment",
+    "subject_commitments",
     "subject_tag",
     "utc_time",
 ]
@@ -160,6 +163,7 @@ _LONG_DIGIT_RUN = re.compile(r"[0-9]{15}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _RESIDENT_ID = re.compile(r"[0-9A-Z]{1,64}")
+_RESIDENT_IDS = re.compile(rb"(?:[0-9A-Z]{1,64}\n)*")
 
 _IDENTIFIER_FIELDS: Final = (
     "department",
@@ -226,14 +230,19 @@ def utc_time(now: dt.datetime | None = None) -> str:
     moment = dt.datetime.now(dt.UTC) if now is None else now
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    m = moment.astimezone(dt.UTC)
+    # Not strftime: its %Y writes the year 500 as "500", not the "0500" the format needs.
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
 def _check_time(value: object) -> None:
     if not isinstance(value, str) or not _TIME.fullmatch(value):
         raise EntryInvalid(f"time must be YYYY-MM-DDTHH:MM:SSZ, got {value!r}")
-    try:
-        dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    try:  # the pattern fixed every field's place; the constructor checks the calendar
+        dt.datetime(
+            int(value[0:4]), int(value[5:7]), int(value[8:10]),
+            int(value[11:13]), int(value[14:16]), int(value[17:19]),
+        )  # fmt: skip
     except ValueError:
         raise EntryInvalid(f"time {value!r} is not a calendar date and time") from None
 
@@ -242,8 +251,15 @@ def _check_time(value: object) -> None:
 
 
 def _check_text(name: str, value: object, limit: int) -> str:
-    if not isinstance(value, str):
+    if type(value) is not str:  # exactly str: a subclass could hash or compare otherwise
         raise EntryInvalid(f"{name} must be a str, got {type(value).__name__}")
+    return _checked_text(name, value, limit)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_text(name: str, value: str, limit: int) -> str:
+    # Cached: an exchange writes the same departments, principals, facts and service
+    # matters into entry after entry. Only passing values are cached (a raise is not).
     if len(value) > limit:
         raise EntryInvalid(f"{name} is {len(value)} characters, more than {limit}")
     if not _PRINTABLE.fullmatch(value):
@@ -461,6 +477,7 @@ _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 
 
+@functools.lru_cache(maxsize=4096)
 def _text(value: str) -> bytes:
     raw = value.encode("ascii")
     return _U16.pack(len(raw)) + raw
@@ -505,11 +522,50 @@ class SubjectTagger:
         if not isinstance(key, bytes) or len(key) < MIN_SUBJECT_KEY:
             raise ValueError(f"the subject key must be at least {MIN_SUBJECT_KEY} bytes")
         self._keyed = hmac.new(key, SUBJECT_DOMAIN, "sha256")
+        # HMAC by its definition (RFC 2104): H((K ^ opad) || H((K ^ ipad) || message)).
+        # Keeping both padded states lets `many` copy two C hash objects per ID instead
+        # of a Python HMAC object: half the cost on a million-subject caseload.
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + SUBJECT_DOMAIN)
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def __call__(self, resident_id: str) -> bytes:
         mac = self._keyed.copy()
         mac.update(_check_resident_id(resident_id))
         return mac.digest()
+
+    def many(self, resident_ids: Sequence[bytes]) -> list[bytes]:
+        """The tags of many IDs (ASCII bytes), equal to `subject_tag` of each."""
+        _check_resident_ids(resident_ids)
+        inner, outer = self._inner.copy, self._outer.copy
+
+        def tag(resident_id: bytes) -> bytes:
+            state = inner()
+            state.update(resident_id)
+            mac = outer()
+            mac.update(state.digest())
+            return mac.digest()
+
+        return [tag(r) for r in resident_ids]
+
+
+def subject_commitments(resident_ids: Sequence[bytes], salts: Sequence[bytes]) -> list[bytes]:
+    """`subject_commitment` of each (ID, salt) pair; IDs as ASCII bytes, salts 16 bytes."""
+    _check_resident_ids(resident_ids)
+    if len(salts) != len(resident_ids) or any(len(s) != MIN_SALT for s in salts):
+        raise ValueError(f"one {MIN_SALT}-byte salt per resident ID")
+    sha256, prefix = hashlib.sha256, COMMITMENT_DOMAIN + bytes([MIN_SALT])
+    return [sha256(prefix + s + r).digest() for s, r in zip(salts, resident_ids, strict=True)]
+
+
+def _check_resident_ids(resident_ids: Sequence[bytes]) -> None:
+    """`_check_resident_id` for many at once: one regular-expression pass over them all."""
+    if not all(type(r) is bytes for r in resident_ids):
+        raise ValueError("resident IDs must be bytes here")
+    lines = b"\n".join(resident_ids) + b"\n" if resident_ids else b""
+    # One line per ID, each well-formed (an ID holding a newline would be two lines).
+    if lines.count(b"\n") != len(resident_ids) or not _RESIDENT_IDS.fullmatch(lines):
+        raise ValueError("a resident ID must be 1-64 characters of 0-9 and A-Z")
 
 
 def encode_answers(
@@ -551,6 +607,45 @@ def encode_answers(
         parts.append(tail)
         out.append(b"".join(parts))
     return out
+
+
+def encode_answer_columns(
+    template: Entry,
+    digests: Sequence[bytes],
+    tags: Sequence[Sequence[bytes]],
+    commitments: Sequence[Sequence[bytes]],
+) -> list[bytes]:
+    """`encode_answers` with the answers as columns: what a vectorised caseload has.
+
+    Row ``i`` is ``(digests[i], {tags[k][i]}, {commitments[k][i]})`` over the subject
+    columns ``k`` (one per subject parameter; a subject named twice in a row counts
+    once). With one subject column, the common case, each row is one join of bytes.
+    """
+    if template.kind != "ask" or template.outcome != "answered":
+        raise EntryInvalid("encode_answer_columns takes an answered ask as its template")
+    n = len(digests)
+    if (
+        not tags
+        or len(tags) != len(commitments)
+        or any(len(column) != n for column in (*tags, *commitments))
+    ):
+        raise EntryInvalid("one tag and one commitment column per subject, one row per digest")
+    if any(len(h) != DIGEST_SIZE for column in (digests, *tags, *commitments) for h in column):
+        raise EntryInvalid("answer digests, subject tags and commitments must be 32 bytes each")
+    full = encode(template)
+    head = full[: _prefix_length(template)] + b"\x01"
+    relied = _U16.pack(len(template.relied_on)) + b"".join(_U64.pack(p) for p in template.relied_on)
+    tail = _text(template.embargo_until)
+    if len(tags) == 1:
+        one = _U16.pack(1)
+        join = b"".join
+        between = relied + one
+        return [
+            join((head, d, between, t, one, c, tail))
+            for d, t, c in zip(digests, tags[0], commitments[0], strict=True)
+        ]
+    rows = zip(digests, zip(*tags, strict=True), zip(*commitments, strict=True), strict=True)
+    return encode_answers(template, [(d, tuple(set(t)), tuple(set(c))) for d, t, c in rows])
 
 
 def _prefix_length(entry: Entry) -> int:

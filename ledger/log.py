@@ -49,7 +49,7 @@ from ledger.checkpoint import (
     open_checkpoint,
     verify_cosignature,
 )
-from ledger.entries import Entry, encode, encode_answers
+from ledger.entries import Entry, encode, encode_answer_columns, encode_answers
 from ledger.errors import LedgerError, ProofError
 from ledger.merkle import HASH_SIZE, leaf_hash
 from ledger.note import NoteVerifier, Signer, b64decode_canonical
@@ -362,6 +362,18 @@ class Log:
         ``others``; return their indexes, in that order, once durable."""
         items = encode_answers(template, answers) + [encode(entry) for entry in others]
         return self._store.append_many(items)
+
+    def append_answer_columns(
+        self,
+        template: Entry,
+        digests: Sequence[bytes],
+        tags: Sequence[Sequence[bytes]],
+        commitments: Sequence[Sequence[bytes]],
+        others: Sequence[Entry] = (),
+    ) -> list[int]:
+        """`append_answers` with the answers as columns (see `encode_answer_columns`)."""
+        items = encode_answer_columns(template, digests, tags, commitments)
+        return self._store.append_many(items + [encode(entry) for entry in others])
 
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Sign, cosign and record a checkpoint of the log as it is; return the signed note.

@@ -180,23 +180,28 @@ class MerkleTree(Sequence[bytes]):
             height += 1
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        """Append several leaf hashes; building from scratch hashes level by level."""
+        """Append several leaf hashes, hashing level by level (as `append` would, in bulk).
+
+        ``levels[h + 1]`` always holds ``len(levels[h]) // 2`` nodes, so after the new
+        leaves each level gains exactly the pairs of the level below that became complete.
+        """
         hashes = _check_leaf_hashes(leaf_hashes)
-        if self._levels[0]:
-            # Extending a non-empty tree: the per-leaf path keeps every level aligned.
-            for h in hashes:
-                self.append(h)
-            return
-        # Empty tree: build each level in one pass (faster than appending one by one).
-        levels: list[list[bytes]] = [hashes]
+        levels = self._levels
+        levels[0].extend(hashes)
         prefix = NODE_PREFIX
         sha = _sha256
-        while len(levels[-1]) > 1:
-            below = levels[-1]
-            # An odd last node is not a complete subtree one level up: zip drops it.
-            pairs = zip(below[0::2], below[1::2], strict=False)
-            levels.append([sha(prefix + a + b).digest() for a, b in pairs])
-        self._levels = levels
+        height = 0
+        while len(levels[height]) > 1:
+            below = levels[height]
+            if height + 1 == len(levels):
+                levels.append([])
+            above = levels[height + 1]
+            start, stop = 2 * len(above), len(below) - len(below) % 2
+            if start == stop:
+                break  # nothing new completed here, so nothing above either
+            pairs = zip(below[start:stop:2], below[start + 1 : stop : 2], strict=True)
+            above.extend([sha(prefix + a + b).digest() for a, b in pairs])
+            height += 1
 
     def __len__(self) -> int:
         return len(self._levels[0])

@@ -120,10 +120,17 @@ def is_valid_name(name: object) -> bool:
 
 
 def _check_name(name: object) -> str:
+    if type(name) is str and name in _VALID_NAMES:  # a signer signs note after note
+        return name
     if not is_valid_name(name):
         raise ValueError(f"invalid key name {name!r}: must be non-empty, without spaces or '+'")
     assert isinstance(name, str)
+    if len(_VALID_NAMES) < 1024:
+        _VALID_NAMES.add(name)
     return name
+
+
+_VALID_NAMES: set[str] = set()
 
 
 def _raw_public(public_key: bytes | Ed25519PublicKey) -> bytes:

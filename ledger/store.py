@@ -59,7 +59,7 @@ from typing import Final
 
 from ledger import proofs
 from ledger.errors import LedgerError
-from ledger.merkle import EMPTY_ROOT, HASH_SIZE, MerkleTree, leaf_hash
+from ledger.merkle import EMPTY_ROOT, HASH_SIZE, LEAF_PREFIX, MerkleTree, leaf_hash
 
 __all__ = [
     "SEAL_DOMAIN",
@@ -83,6 +83,8 @@ MAX_ENTRY_BYTES: Final = 1 << 20
 MAX_REPORTED_PROBLEMS: Final = 100
 
 _U64 = struct.Struct(">Q")
+
+PAGE_SIZE: Final = 16384
 
 _SCHEMA = """
 CREATE TABLE entries (
@@ -421,6 +423,9 @@ class LedgerStore:
     def _connect_writer(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            # Larger pages for a new file (a no-op on an existing one): a caseload appends
+            # a million ~250-byte rows at once, and 16 KiB pages cut its B-tree work.
+            con.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise LedgerError(f"{self.path}: SQLite refused WAL mode ({mode})")
@@ -600,19 +605,23 @@ class LedgerStore:
     def _commit(self, batch: list[_Job]) -> None:
         assert self._writer is not None
         start = len(self._tree)  # only this thread changes the tree's length
-        rows = []
-        leaves = []
-        for i, data in enumerate(item for job in batch for item in job.items):
-            leaf = leaf_hash(data)
-            leaves.append(leaf)
-            rows.append((start + i, data, leaf, row_seal(start + i, leaf)))
+        items = [item for job in batch for item in job.items]
+        # leaf_hash and row_seal inlined: a caseload commits a million rows at once.
+        sha256, leaf_prefix, seal_domain, pack = hashlib.sha256, LEAF_PREFIX, SEAL_DOMAIN, _U64.pack
+        leaves = [sha256(leaf_prefix + data).digest() for data in items]
+        indexes = range(start, start + len(items))
+        seals = [
+            sha256(seal_domain + pack(i) + leaf).digest()
+            for i, leaf in zip(indexes, leaves, strict=True)
+        ]
         try:
             self._writer.execute("BEGIN IMMEDIATE")
             self._writer.executemany(
-                "INSERT INTO entries (idx, data, leaf, seal) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO entries (idx, data, leaf, seal) VALUES (?, ?, ?, ?)",
+                zip(indexes, items, leaves, seals, strict=True),
             )
             if self._before_commit is not None:
-                self._before_commit(len(rows))
+                self._before_commit(len(items))
             self._writer.execute("COMMIT")
         except BaseException as problem:
             self._fail(problem, batch)

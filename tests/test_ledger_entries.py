@@ -680,3 +680,83 @@ def test_subject_tagger_equals_subject_tag() -> None:
         assert tagger(resident) == subject_tag(key, resident)
     with pytest.raises(ValueError, match="resident ID"):
         tagger("11010519491231002x")
+
+
+def test_subject_tagger_many_equals_subject_tag() -> None:
+    from ledger.entries import SubjectTagger
+
+    for key in (bytes(range(32)), bytes(range(100))):  # a key longer than a block is hashed
+        tagger = SubjectTagger(key)
+        residents = ["11010519491231002X", "440106199208150013", "1"]
+        assert tagger.many([r.encode() for r in residents]) == [
+            subject_tag(key, r) for r in residents
+        ]
+        assert tagger.many([]) == []
+        for bad in (b"11010519491231002x", b"110105\n19491231002X", b"", b"A" * 65):
+            with pytest.raises(ValueError, match="resident ID"):
+                tagger.many([b"440106199208150013", bad])
+
+
+@given(st.lists(st.from_regex(r"[0-9A-Z]{1,64}", fullmatch=True), max_size=20), st.data())
+def test_subject_commitments_equal_one_by_one(residents: list[str], data: st.DataObject) -> None:
+    from ledger.entries import subject_commitments
+
+    salts = [data.draw(st.binary(min_size=16, max_size=16)) for _ in residents]
+    assert subject_commitments([r.encode() for r in residents], salts) == [
+        subject_commitment(r, s) for r, s in zip(residents, salts, strict=True)
+    ]
+
+
+def test_subject_commitments_refuse_bad_salts() -> None:
+    from ledger.entries import subject_commitments
+
+    with pytest.raises(ValueError, match="salt"):
+        subject_commitments([b"440106199208150013"], [bytes(15)])
+    with pytest.raises(ValueError, match="salt"):
+        subject_commitments([b"440106199208150013"], [])
+
+
+@given(
+    template=entries().filter(lambda e: e.kind == "ask" and e.outcome == "answered"),
+    subjects=st.integers(1, 3),
+    rows=st.lists(st.tuples(digests, st.lists(digests, min_size=3, max_size=3)), max_size=5),
+    repeat=st.booleans(),
+)
+def test_encode_answer_columns_equals_encoding_each_entry(
+    template: Entry, subjects: int, rows: list[Any], repeat: bool
+) -> None:
+    """Columns in, the same bytes as one `Entry` per row; a subject named twice counts once."""
+    from dataclasses import replace
+
+    from ledger.entries import encode_answer_columns
+
+    tags = [[hashes[k] for _, hashes in rows] for k in range(subjects)]
+    if repeat and subjects > 1:
+        tags[1] = tags[0]  # the same person in two parameters
+    commitments = [[hashlib.sha256(t).digest() for t in column] for column in tags]
+    expected = [
+        encode(
+            replace(
+                template,
+                answer_digest=d,
+                subject_tags=tuple(sorted({column[i] for column in tags})),
+                subject_commitments=tuple(sorted({column[i] for column in commitments})),
+            )
+        )
+        for i, (d, _) in enumerate(rows)
+    ]
+    assert encode_answer_columns(template, [d for d, _ in rows], tags, commitments) == expected
+
+
+def test_encode_answer_columns_checks_its_columns() -> None:
+    from ledger.entries import encode_answer_columns
+
+    tag = b"\xaa" * 32
+    with pytest.raises(EntryInvalid, match="32 bytes"):
+        encode_answer_columns(KAT_ASK, [bytes(31)], [[tag]], [[tag]])
+    with pytest.raises(EntryInvalid, match="one row per digest"):
+        encode_answer_columns(KAT_ASK, [bytes(32)], [[tag, tag]], [[tag]])
+    with pytest.raises(EntryInvalid, match="one tag and one commitment column"):
+        encode_answer_columns(KAT_ASK, [bytes(32)], [[tag]], [])
+    with pytest.raises(EntryInvalid, match="template"):
+        encode_answer_columns(REFUSED_ASK, [], [[]], [[]])

@@ -364,6 +364,18 @@ def test_merkle_tree_built_any_way_is_the_same() -> None:
     assert list(at_once) == LEAF_HASHES[:MAX]
 
 
+@given(st.lists(st.integers(0, 70), max_size=12))
+def test_extend_in_any_chunks_equals_building_at_once(chunks: list[int]) -> None:
+    """Bulk `extend` of a non-empty tree keeps every level as appending one by one would."""
+    tree, used = MerkleTree(), 0
+    for size in chunks:
+        size = min(size, MAX - used)
+        tree.extend(LEAF_HASHES[used : used + size])
+        used += size
+        assert tree._levels == MerkleTree(LEAF_HASHES[:used])._levels
+        assert tree.root() == REF.mth(0, used)
+
+
 @given(st.integers(0, MAX), st.integers(0, MAX))
 def test_subtree_root_of_any_range_matches_reference(a: int, b: int) -> None:
     # Aligned ranges come from the cache, unaligned ones are hashed from the leaves.
