@@ -46,7 +46,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -129,7 +129,20 @@ class Answer:
     receipt: str  # signed note over the digest
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"relied_on": list(self.relied_on)}
+        # Field by field rather than dataclasses.asdict, which deep-copies: this is on
+        # every HTTP ask's path.
+        return {
+            "fact": self.fact,
+            "version": self.version,
+            "result": self.result,
+            "relied_on": list(self.relied_on),
+            "ledger_index": self.ledger_index,
+            "time": self.time,
+            "params": dict(self.params),
+            "nonce": self.nonce,
+            "digest": self.digest,
+            "receipt": self.receipt,
+        }
 
 
 def canonical_answer(

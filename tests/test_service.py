@@ -521,3 +521,21 @@ def test_a_caseworker_replaces_a_certificate_in_the_browser(server: dict[str, An
     assert answer in ("true", "false")
     assert index is not None and index.isdigit()
     assert receipt.startswith("onceonly answer receipt v1\n") and f"index {index}\n" in receipt
+
+
+def test_answer_fields_are_the_documented_ones() -> None:
+    """`POST /v1/asks` returns `Answer.to_dict` as is: it must be exactly `AnswerOut`."""
+    import dataclasses
+
+    from exchange.ask import Answer
+    from exchange.service import AnswerOut
+
+    answer = Answer(
+        fact="person.alive", version="1.0.0", result=True, relied_on=(3, 1),
+        ledger_index=7, time="2026-07-01T09:30:00Z", params={"person_id": "X"},
+        nonce="00" * 16, digest="11" * 32, receipt="r",
+    )  # fmt: skip
+    out = answer.to_dict()
+    assert set(out) == set(AnswerOut.model_fields) == {f.name for f in dataclasses.fields(Answer)}
+    assert AnswerOut.model_validate(out).model_dump() == out
+    assert out["relied_on"] == [3, 1] and out["params"] is not answer.params

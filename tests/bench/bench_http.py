@@ -7,7 +7,11 @@ client is a thread with its own keep-alive HTTP connection and its own caseworke
 asking `person.alive` for random residents (policy, the answer — from the server's
 precomputed table of the fact's own query, `exchange.answers`, once the server reports it
 ready — durable ledger append, archive, signed receipt: the whole ask, every time).
-Baseline in the same run: one client at a time.
+Baseline in the same run: one client at a time. Two load generators: httpx clients as
+threads of this process (what a Python caller sees, but they share this process's GIL
+and the machine's two cores with the server), and a lean one in its own process (asyncio,
+pre-encoded HTTP/1.1 on keep-alive sockets) that measures the server; the target is
+judged on the lean one.
 The per-principal rate limit of `schemas/policy.json` (600/min) would refuse a load test,
 so the server reads a copy of `schemas/` with the limits raised (contracts are files:
 `ONCEONLY_SCHEMAS`). Issue 8 target: at least 1,000 asks/s, p99 under 50 ms.
@@ -31,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -96,6 +101,80 @@ def run_clients(
     return counts["ok"], counts["failed"], latencies
 
 
+def _raw_worker(
+    port: int, tokens: list[str], people: list[str], seconds: float, seed: int, out: Any
+) -> None:
+    """A load generator in its own process: one asyncio loop, a keep-alive socket per token.
+
+    Requests are pre-encoded bytes and responses are read by Content-Length, so the
+    client costs tens of microseconds an ask, not the milliseconds of a Python HTTP
+    client in the server's machine (and, in a thread, its GIL's neighbour).
+    """
+    import asyncio
+
+    async def client(token: str, n: int) -> tuple[int, int, list[float]]:
+        rng = random.Random(seed * 1000 + n)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        latencies: list[float] = []
+        ok = failed = 0
+        stop = time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            body = json.dumps(
+                {
+                    "fact": "person.alive",
+                    "params": {"person_id": rng.choice(people)},
+                    "service_matter": "RS-YL-01",
+                    "case_ref": "RS-2026-000001",
+                }
+            ).encode()
+            request = (
+                f"POST /v1/asks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if head.startswith(b"HTTP/1.1 200"):
+                ok += 1
+            else:
+                failed += 1
+        writer.close()
+        return ok, failed, latencies
+
+    async def all_clients() -> list[tuple[int, int, list[float]]]:
+        return await asyncio.gather(*(client(t, n) for n, t in enumerate(tokens)))
+
+    results = asyncio.run(all_clients())
+    out.put(
+        (
+            sum(r[0] for r in results),
+            sum(r[1] for r in results),
+            [x for r in results for x in r[2]],
+        )
+    )
+
+
+def run_raw_clients(
+    port: int, tokens: list[str], people: list[str], seconds: float
+) -> tuple[int, int, list[float]]:
+    """`_raw_worker` in a separate process; returns (ok, failed, latencies)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_raw_worker, args=(port, tokens, people, seconds, 7, queue))
+    worker.start()
+    result: tuple[int, int, list[float]] = queue.get(timeout=seconds + 120)
+    worker.join()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--persons", type=int, default=20_000)
@@ -156,11 +235,19 @@ def main() -> None:
             )
             run_clients(base, tokens[:4], people, 2.0)  # warm up
             results = {}
-            for label, count in (
-                ("1 client (baseline)", 1),
-                (f"{args.clients} clients", args.clients),
-            ):
-                ok, failed, latencies = run_clients(base, tokens[:count], people, args.seconds)
+            runs = (
+                ("1 client (baseline)", 1, "httpx"),
+                (f"{args.clients} clients", args.clients, "httpx"),
+                ("1 client, lean", 1, "lean"),
+                (f"{args.clients} clients, lean", args.clients, "lean"),
+            )
+            for label, count, how in runs:
+                if how == "httpx":
+                    ok, failed, latencies = run_clients(base, tokens[:count], people, args.seconds)
+                else:
+                    ok, failed, latencies = run_raw_clients(
+                        port, tokens[:count], people, args.seconds
+                    )
                 results[label] = {
                     "asks": ok,
                     "failed": failed,
@@ -180,7 +267,7 @@ def main() -> None:
             f"{label:<24}{r['asks']:>8,}{r['failed']:>8}{r['asks_per_s']:>10,.0f}"
             f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
         )
-    target = results[f"{args.clients} clients"]
+    target = results[f"{args.clients} clients, lean"]
     met = target["asks_per_s"] >= 1000 and target["p99_ms"] < 50
     print(f"target >= 1,000 asks/s with p99 < 50 ms: {'met' if met else 'NOT met'}")
 
