@@ -360,6 +360,7 @@ class Exchange:
         self.limits = RateLimiter(self.policy.per_minute, self.policy.per_day)
         self.archive = archive or AskArchive(archive_path(home))
         self._subject_key = subject_key(home)
+        self._tagger = SubjectTagger(self._subject_key)  # the keyed state, computed once
         self._signer = log_signer(home)
         self._local = threading.local()
         self._batcher = QueryBatcher()
@@ -599,7 +600,7 @@ class Exchange:
     ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         if not resident_ids:
             return (), ()
-        tags = tuple(subject_tag(self._subject_key, rid.decode()) for rid in resident_ids)
+        tags = tuple(self._tagger(rid.decode()) for rid in resident_ids)
         commitments = tuple(subject_commitment(rid.decode(), salt) for rid in resident_ids)
         return tags, commitments
 
