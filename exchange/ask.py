@@ -749,7 +749,7 @@ class Exchange:
         # One nonce per answer, from one call to the OS; digests over domain || nonce || JSON.
         pool = os.urandom(16 * n)
         nonces = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(pool)])
-        salts: list[bytes] = nonces.to_pylist()
+        salts = [pool[i : i + 16] for i in range(0, 16 * n, 16)]
         messages = pc.binary_join_element_wise(
             nonces.cast(pa.binary()), canonical.cast(pa.binary()), b""
         ).to_pylist()
