@@ -150,6 +150,15 @@ def build_table(
     return AnswerTable(key, _packed(ids), results, clock() - started, by_id)
 
 
+def _newer(key: Key, than: Key) -> bool:
+    """Whether ``key`` is a later state than ``than``: a later date, or later publications.
+
+    Publication ids only grow, and a fact's datasets come in one order, so a table pinned
+    after a refresh has every id at least as high as one pinned before it.
+    """
+    return (key[2], key[1]) > (than[2], than[1])
+
+
 def _packed(ids: pa.Array) -> np.ndarray:
     """Sorted 18-character IDs as one numpy ``S18`` array, straight from Arrow's buffer."""
     if len(ids) == 0:
@@ -217,10 +226,10 @@ class PrecomputedAnswers:
             while self._queue or self._building is not None:
                 self._lock.wait()
 
-    def ready(self) -> dict[str, int]:
-        """Each fact with a ready table, and how many residents it tabulates."""
+    def ready(self) -> list[str]:
+        """The facts with a ready table."""
         with self._lock:
-            return {ref: len(table) for ref, table in sorted(self._tables.items())}
+            return sorted(self._tables)
 
     def pending(self) -> int:
         """Tables queued or being built."""
@@ -238,18 +247,18 @@ class PrecomputedAnswers:
             self._queue.clear()
             builder, cursor = self._builder, self._builder_cursor
             self._lock.notify_all()
-        if cursor is not None:
-            cursor.interrupt()
-        if builder is not None:
-            builder.join()
+        while builder is not None and builder.is_alive():
+            if cursor is not None:
+                cursor.interrupt()  # DuckDB drops an interrupt between two queries: repeat
+            builder.join(0.05)
 
     def _request(self, key: Key, fact: Fact, sources: Sequence[Source]) -> None:
         """Queue ``key`` unless ready, queued, being built or failed (lock held)."""
         if self._closing:
             return
         ready = self._tables.get(fact.ref)
-        if (ready is not None and ready.key == key) or key == self._building:
-            return
+        if (ready is not None and not _newer(key, ready.key)) or key == self._building:
+            return  # this table, or a newer one (an ask pinned just before a refresh)
         if key in self._queue or key in self._failed:
             return
         self._queue[key] = (fact, list(sources))
@@ -279,7 +288,9 @@ class PrecomputedAnswers:
                     self.failures.append((key, problem))
             else:
                 with self._lock:
-                    self._tables[fact.ref] = table  # replaces the fact's older table
+                    ready = self._tables.get(fact.ref)
+                    if ready is None or _newer(table.key, ready.key):
+                        self._tables[fact.ref] = table  # replaces the fact's older table
             finally:
                 with self._lock:
                     self._building = None

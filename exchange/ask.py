@@ -44,13 +44,14 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -354,8 +355,10 @@ class Exchange:
         policy: Policy | None = None,
         archive: AskArchive | None = None,
         precompute: bool = False,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.home, self.store, self.log = home, store, log
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))  # injectable time
         self.policy = policy or load_policy()
         self.limits = RateLimiter(self.policy.per_minute, self.policy.per_day)
         self.archive = archive or AskArchive(archive_path(home))
@@ -377,7 +380,7 @@ class Exchange:
         self._published = published(self._cursor())
         self._current: dict[str, list[Source]] = {}  # fact ref -> its pinned sources
         if self.answers is not None:
-            self.precompute(utc(None).date())
+            self.precompute(utc(self._clock()).date())
 
     def _population(self) -> str | None:
         """The current household register's relation: every resident (exchange.answers)."""
@@ -407,18 +410,25 @@ class Exchange:
     @classmethod
     @contextmanager
     def open(
-        cls, home: Home, *, policy: Policy | None = None, precompute: bool = False
+        cls,
+        home: Home,
+        *,
+        policy: Policy | None = None,
+        precompute: bool = False,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> Iterator[Exchange]:
         """The home's exchange: its database (the one writer), ledger and ask archive.
 
         ``precompute`` answers single asks of one-resident facts from precomputed
         tables of the same query (`exchange.answers`): for a long-running service.
+        ``clock`` (default: the system's) stamps asks given no ``now`` and dates the
+        tables built on a refresh.
         """
         home.require()
         store = ExchangeStore(home.exchange_db)
         try:
             with open_log(home) as log:
-                exchange = cls(home, store, log, policy=policy, precompute=precompute)
+                exchange = cls(home, store, log, policy=policy, precompute=precompute, clock=clock)
                 try:
                     yield exchange
                 finally:
@@ -454,7 +464,7 @@ class Exchange:
         now: dt.datetime | None = None,
     ) -> Answer:
         """Answer one fact for one case, ledgered first (see the module docstring)."""
-        now = utc(now)
+        now = utc(now if now is not None else self._clock())
         time = utc_time(now)
         who = parse_principal(principal)
         department = who.department if who else "unknown"
@@ -507,7 +517,7 @@ class Exchange:
             result = self._precomputed(fact, sources, row, as_of, now.date())
             if result is _NOT_TABULATED:
                 result = result_value(fact, self._batcher.answer(cursor, fact, row, sources))
-        except (FactError, ExchangeError) as problem:
+        except (FactError, ExchangeError, duckdb.Error) as problem:
             index = self.log.append(entry("error", reason=_reason(problem)))
             raise AskFailed(str(problem), index) from problem
         relied_on = tuple(sorted(s.publication_id for s in sources))
@@ -591,8 +601,11 @@ class Exchange:
         found = []
         for parameter in fact.subjects:
             value = params.get(parameter.name)
-            if isinstance(value, str) and problem(value.strip()) is None:
-                found.append(value.strip().encode())
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                continue
+            text = str(value).strip()  # as `check_one` reads it
+            if problem(text) is None:
+                found.append(text.encode())
         return tuple(dict.fromkeys(found))
 
     def _subjects(
@@ -636,7 +649,7 @@ class Exchange:
         ``ledger_index`` and ``reason``. A row whose values do not fit the contract is
         refused alone; a policy refusal refuses the batch (one entry) and raises.
         """
-        now = utc(now)
+        now = utc(now if now is not None else self._clock())
         time = utc_time(now)
         who = parse_principal(principal)
         try:
@@ -679,7 +692,7 @@ class Exchange:
                 sources,
             )
             results = result_column(fact, answered.column("answer"))
-        except (FactError, ExchangeError) as problem:
+        except (FactError, ExchangeError, duckdb.Error) as problem:
             index = self.log.append(
                 Entry.ask(
                     department=who.department,
@@ -810,6 +823,8 @@ class Exchange:
         taken = np.cumsum(fits) - 1
         position = pa.array(taken, pa.int64(), mask=~fits)  # null where refused
         out = given.select(names)  # as the caseworker gave them, refused rows included
+        if fact.result_type == "date":  # ISO text, as a single ask's answer carries it
+            results = results.cast(pa.string())
         out = out.append_column("answer", pc.take(results, position))
         out = out.append_column("outcome", pc.if_else(ok, "answered", "refused"))
         out = out.append_column("reason", pc.if_else(ok, "", UNFIT_PARAMETERS))
@@ -840,8 +855,11 @@ def _json_ids(ids: tuple[int, ...]) -> str:
 
 def _hex_column(data: bytes, width: int, count: int) -> pa.Array:
     """``count`` fixed-width byte strings packed in ``data``, as lower-case hex strings."""
-    offsets = np.arange(0, 2 * width * count + 1, 2 * width, dtype=np.int32)
-    return pa.StringArray.from_buffers(
+    size = 2 * width * count
+    large = size >= 2**31  # past int32 offsets (33M digests): Arrow's large strings
+    offsets = np.arange(0, size + 1, 2 * width, dtype=np.int64 if large else np.int32)
+    kind = pa.LargeStringArray if large else pa.StringArray
+    return kind.from_buffers(
         count, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data.hex().encode("ascii"))
     )
 

@@ -87,7 +87,7 @@ class AskBody(BaseModel):
 class HealthOut(BaseModel):
     status: str
     ledger_size: int
-    answer_tables: dict[str, int] = Field(description="Fact → residents tabulated")
+    answer_tables: list[str] = Field(description="Facts whose precomputed answers are ready")
     answer_tables_pending: int = Field(description="Tables queued or being built")
 
 
@@ -228,7 +228,7 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # A long-running process: one-resident facts are answered from precomputed
         # tables of their own query (exchange.answers), rebuilt after each publication.
-        with Exchange.open(home, precompute=True) as exchange:
+        with Exchange.open(home, precompute=True, clock=clock) as exchange:
             state["exchange"] = exchange
             state["tokens"] = TokenStore.open(home)
             try:
@@ -266,7 +266,9 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            error.status_code, "http_error"
+        )
         return JSONResponse(
             {"code": code, "message": str(error.detail)}, status_code=error.status_code
         )
@@ -321,7 +323,7 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
         return {
             "status": "ok",
             "ledger_size": exchange().log.size,
-            "answer_tables": answers.ready() if answers is not None else {},
+            "answer_tables": answers.ready() if answers is not None else [],
             "answer_tables_pending": answers.pending() if answers is not None else 0,
         }
 
@@ -664,30 +666,66 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
     return app
 
 
-class _BodyLimit:
-    """Refuse a declared body over the limit (413) before any of it is read.
+class _BodyTooLarge(StarletteHTTPException):
+    """A body read past its limit; an HTTP exception, so the framework answers 413."""
 
-    A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs every request
-    through extra tasks and streams, which cost more than the check itself.
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
+        self.limit = limit
+
+
+class _BodyLimit:
+    """Hold every request body to its limit (413), declared or not.
+
+    A declared Content-Length over the limit is refused before any of the body is read;
+    a body without one (chunked) is counted as the application reads it and cut off at
+    the limit. Uploads (``multipart/form-data``) get the upload limit, everything else
+    the JSON limit. A plain ASGI middleware: Starlette's ``@app.middleware("http")``
+    runs every request through extra tasks and streams, which cost more than the check.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            multipart = b"multipart" in headers.get(b"content-type", b"")
-            limit = MAX_UPLOAD_BYTES if multipart else MAX_JSON_BYTES
-            length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                response = JSONResponse(
-                    {"code": "too_large", "message": f"request body over {limit} bytes"},
-                    status_code=413,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        limit = MAX_UPLOAD_BYTES if media == b"multipart/form-data" else MAX_JSON_BYTES
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _too_large(limit)(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _BodyTooLarge:
+            if not started:  # the application was still reading: nothing sent yet
+                await _too_large(limit)(scope, receive, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"code": "too_large", "message": f"request body over {limit} bytes"}, status_code=413
+    )
 
 
 def _prove(exchange: Exchange, index: int) -> str:

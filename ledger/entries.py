@@ -618,17 +618,14 @@ def encode_answer_columns(
     """`encode_answers` with the answers as columns: what a vectorised caseload has.
 
     Row ``i`` is ``(digests[i], {tags[k][i]}, {commitments[k][i]})`` over the subject
-    columns ``k`` (one per subject parameter; a subject named twice in a row counts
-    once). With one subject column, the common case, each row is one join of bytes.
+    columns ``k`` (one per subject parameter, none for a fact without one; a subject
+    named twice in a row counts once). With one subject column, the common case, each
+    row is one join of bytes.
     """
     if template.kind != "ask" or template.outcome != "answered":
         raise EntryInvalid("encode_answer_columns takes an answered ask as its template")
     n = len(digests)
-    if (
-        not tags
-        or len(tags) != len(commitments)
-        or any(len(column) != n for column in (*tags, *commitments))
-    ):
+    if len(tags) != len(commitments) or any(len(column) != n for column in (*tags, *commitments)):
         raise EntryInvalid("one tag and one commitment column per subject, one row per digest")
     if any(len(h) != DIGEST_SIZE for column in (digests, *tags, *commitments) for h in column):
         raise EntryInvalid("answer digests, subject tags and commitments must be 32 bytes each")
@@ -636,6 +633,9 @@ def encode_answer_columns(
     head = full[: _prefix_length(template)] + b"\x01"
     relied = _U16.pack(len(template.relied_on)) + b"".join(_U64.pack(p) for p in template.relied_on)
     tail = _text(template.embargo_until)
+    if not tags:  # a fact without subject parameters: both sets empty
+        none = _U16.pack(0)
+        return [b"".join((head, d, relied, none, none, tail)) for d in digests]
     if len(tags) == 1:
         one = _U16.pack(1)
         join = b"".join

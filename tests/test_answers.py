@@ -150,7 +150,7 @@ def test_tabulated_asks_are_the_query_asks_and_re_derive(city: dict[str, Any]) -
     with Exchange.open(home) as exchange:
         assert exchange.answers is None
         by_query = _ask_all(exchange, people, NOW)
-    with Exchange.open(home, precompute=True) as exchange:
+    with Exchange.open(home, precompute=True, clock=lambda: NOW) as exchange:
         assert exchange.answers is not None
         exchange.precompute(NOW.date(), wait=True)
         assert exchange.answers.failures == []
@@ -191,7 +191,7 @@ def test_a_new_publication_or_date_never_reads_an_old_table(
     register.write_bytes(raw.replace(line, line.replace(",正常", ",死亡")).encode("gb18030"))
     sources = Path(__file__).resolve().parent.parent / "connectors" / "sources"
     ask = {"case_ref": CASE, "now": NOW, **HRSS}
-    with Exchange.open(home, precompute=True) as exchange:
+    with Exchange.open(home, precompute=True, clock=lambda: NOW) as exchange:
         assert exchange.answers is not None
         exchange.precompute(NOW.date(), wait=True)
         first = exchange.ask("person.alive", {"person_id": person}, **ask)
@@ -242,3 +242,24 @@ def test_a_failed_build_leaves_the_query_answering(city: dict[str, Any]) -> None
         exchange.answers.wait()
         assert len(exchange.answers.failures) == 1
         exchange.answers.close()
+
+
+def test_an_older_table_never_replaces_a_newer_one(city: dict[str, Any]) -> None:
+    """An ask pinned just before a refresh asks for the old key: it is not built over the new."""
+    from exchange.answers import _newer
+
+    today, yesterday = NOW.date(), NOW.date() - dt.timedelta(days=1)
+    assert _newer(("f@1", (2, 9), today), ("f@1", (2, 8), today))
+    assert _newer(("f@1", (1, 1), today), ("f@1", (9, 9), yesterday))
+    assert not _newer(("f@1", (2, 8), today), ("f@1", (2, 8), today))
+    with Exchange.open(city["home"], precompute=True, clock=lambda: NOW) as exchange:
+        assert exchange.answers is not None
+        exchange.precompute(NOW.date(), wait=True)
+        fact = load_fact("person.alive")
+        sources = pin_publications(exchange._cursor(), fact)
+        exchange.answers.request(fact, sources, yesterday)  # older: not even queued
+        assert exchange.answers.pending() == 0
+        exchange.answers.wait()
+        table = exchange.answers.table(fact.ref)
+        assert table is not None and table.key[2] == NOW.date()
+        assert exchange.answers.ready() == sorted(f.ref for f in _precomputable())

@@ -487,3 +487,52 @@ def test_batch_digests_re_derive_for_every_parameter_type(
                 kept["time"],
             )  # fmt: skip
             assert answer_digest(canonical, bytes.fromhex(kept["nonce"])) == entry.answer_digest
+
+
+def test_a_database_error_is_an_error_entry_and_no_answer(tmp_path: Path) -> None:
+    """DuckDB failing under a fact (here: a publication's view gone) is ledgered, then raised."""
+    from exchange.ask import AskFailed
+
+    home = Home(tmp_path / "home")
+    demo.run(home, tmp_path / "city", persons=300, seed=5, dirty_rate=0.0)
+    with ExchangeStore(home.exchange_db) as store:
+        person = store.rows('SELECT id_number FROM published."household_register" LIMIT 1')[0]
+        deaths = store.one("SELECT max(id) AS id FROM publications WHERE dataset = 'deaths'")
+        assert deaths is not None
+        store.con.execute(f"DROP VIEW pub.p{deaths['id']:06d}")
+    with Exchange.open(home) as exchange, pytest.raises(AskFailed) as failed:
+        exchange.ask("person.alive", {"person_id": person["id_number"]}, case_ref=CASE, **HRSS)
+    entry = _entries(home)[failed.value.index]
+    assert (entry.outcome, entry.answer_digest) == ("error", None)
+    assert entry.reason.startswith("fact could not be answered")
+
+
+def test_batch_dates_are_iso_text_like_single_answers(city: dict[str, Any]) -> None:
+    rows = pa.table({"person_id": [city["dead"][0], city["alive"][0]]})
+    with Exchange.open(city["home"]) as exchange:
+        out = exchange.ask_batch(
+            "person.deceased_since", rows, principal="caseworker:hrss/zhang",
+            service_matter="RS-YL-02", case_ref=CASE,
+        )  # fmt: skip
+        single = exchange.ask(
+            "person.deceased_since", {"person_id": city["dead"][0]}, case_ref=CASE,
+            principal="caseworker:hrss/zhang", service_matter="RS-YL-02",
+        )  # fmt: skip
+    assert pa.types.is_string(out.column("answer").type)
+    assert out.column("answer").to_pylist() == [single.result, None]
+    assert isinstance(single.result, str) and dt.date.fromisoformat(single.result)
+
+
+def test_a_refused_ask_tags_an_integer_id_as_an_answered_one_does(city: dict[str, Any]) -> None:
+    numeric = next(p for p in city["alive"] if p.isdigit())
+    with Exchange.open(city["home"]) as exchange:
+        tag = exchange.subject_tag(numeric)
+        with pytest.raises(AskRefused) as refused:
+            exchange.ask(
+                "person.alive", {"person_id": int(numeric)}, case_ref=CASE,
+                principal="caseworker:education/li", service_matter="JY-RX-01",
+            )  # fmt: skip
+        answered = exchange.ask("person.alive", {"person_id": int(numeric)}, case_ref=CASE, **HRSS)
+    entries = _entries(city["home"])
+    assert entries[refused.value.index].subject_tags == (tag,)
+    assert entries[answered.ledger_index].subject_tags == (tag,)

@@ -718,7 +718,7 @@ def test_subject_commitments_refuse_bad_salts() -> None:
 
 @given(
     template=entries().filter(lambda e: e.kind == "ask" and e.outcome == "answered"),
-    subjects=st.integers(1, 3),
+    subjects=st.integers(0, 3),
     rows=st.lists(st.tuples(digests, st.lists(digests, min_size=3, max_size=3)), max_size=5),
     repeat=st.booleans(),
 )

@@ -9,6 +9,7 @@ service starts, so the auditor's alerts have something to find.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -29,6 +30,7 @@ import pytest
 from exchange import demo
 from exchange.home import Home
 from exchange.ledgerlink import log_verifier
+from exchange.service import MAX_JSON_BYTES, create_app
 from exchange.store import ExchangeStore
 from exchange.tokens import TokenStore
 from ledger.log import verify_receipt
@@ -539,3 +541,103 @@ def test_answer_fields_are_the_documented_ones() -> None:
     assert set(out) == set(AnswerOut.model_fields) == {f.name for f in dataclasses.fields(Answer)}
     assert AnswerOut.model_validate(out).model_dump() == out
     assert out["relied_on"] == [3, 1] and out["params"] is not answer.params
+
+
+# --- body limits, over ASGI (no server, no lifespan) ---------------------------------
+
+_CHUNK = 64 << 10
+
+
+def _asgi_post(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> tuple[int, int]:
+    """POST ``chunks`` as the ASGI server hands a body over; (status, bytes the app pulled)."""
+    pulled = 0
+    pending = list(chunks)
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        if not pending:
+            return {"type": "http.disconnect"}
+        body = pending.pop(0)
+        pulled += len(body)
+        return {"type": "http.request", "body": body, "more_body": bool(pending)}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return status, pulled
+
+
+def test_a_chunked_json_body_is_held_to_the_json_limit(tmp_path: Path) -> None:
+    """No Content-Length (Transfer-Encoding: chunked): the body is counted as it is read.
+
+    uvicorn has no body limit of its own, and FastAPI reads the whole JSON body before
+    the auth dependency runs, so without the count an unauthenticated client could make
+    the service buffer any amount. Driven over ASGI without the lifespan: the body is
+    read before any dependency, so no exchange is needed.
+    """
+    app = create_app(Home(tmp_path / "home"))
+    body = json.dumps({"fact": "person.alive", "params": {}, "pad": "x" * (4 << 20)}).encode()
+    chunks = [body[i : i + _CHUNK] for i in range(0, len(body), _CHUNK)]
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    status, pulled = _asgi_post(app, "/v1/asks", headers, chunks)
+    assert pulled <= MAX_JSON_BYTES + _CHUNK, f"the app read {pulled} bytes (status {status})"
+    assert status == 413
+
+
+def test_the_word_multipart_in_a_json_content_type_lifts_the_json_limit(tmp_path: Path) -> None:
+    """Only a real ``multipart/form-data`` body gets the upload limit."""
+    app = create_app(Home(tmp_path / "home"))
+    body = json.dumps({"fact": "person.alive", "pad": "x" * (2 << 20)}).encode()
+    headers = [
+        (b"content-type", b"application/json; x=multipart"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    status, pulled = _asgi_post(app, "/v1/asks", headers, [body])
+    assert status == 413, f"status {status}, the app read {pulled} bytes"
+
+
+def test_a_chunked_body_within_the_limit_reaches_the_application(tmp_path: Path) -> None:
+    """Counting must not get in the way: under the limit, the request goes on (to 401)."""
+    app = create_app(Home(tmp_path / "home"))
+    body = json.dumps({"fact": "person.alive", "params": {}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    status, pulled = _asgi_post(app, "/v1/asks", headers, [body[:10], body[10:]])
+    assert (status, pulled) == (401, len(body))
+
+
+def test_health_says_when_the_answer_tables_are_ready(server: dict[str, Any]) -> None:
+    """The serving process precomputes one-resident facts; readiness is public, sizes not."""
+    deadline = time.monotonic() + 60
+    while True:
+        health = httpx.get(server["base"] + "/v1/public/health", timeout=10).json()
+        if "person.alive@1.0.0" in health["answer_tables"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert health["status"] == "ok" and health["ledger_size"] > 0
+    assert "person.alive@1.0.0" in health["answer_tables"]
+    assert "kinship.parent_of@1.0.0" not in health["answer_tables"]  # two residents
+    assert isinstance(health["answer_tables_pending"], int)
+    # An ask answered from the table is the whole ask: ledgered, with its receipt.
+    with _client(server, "caseworker") as http:
+        answer = http.post("/v1/asks", json=_ask_body(server["person"])).json()
+    assert answer["result"] is True and answer["receipt"] and answer["ledger_index"] >= 0
