@@ -15,7 +15,11 @@ imported inside the tasks, so parsing this file costs the standard library and
 Run time, on the worker that runs the task:
 - `ONCEONLY_HOME`: the onceonly home (exchange database, ledger, keys);
 - the run's `city` param, else `ONCEONLY_CITY`: the folder of department exports that the
-  configs' `{city}` stands for.
+  configs' `{city}` stands for;
+- the Airflow connection `onceonly_<department>` (e.g. ``AIRFLOW_CONN_ONCEONLY_HRSS=
+  http://:<steward token>@exchange-host:8000``), where the exchange runs as a service:
+  `ingest` then uploads the signed package to it, the one writer, instead of opening
+  the database itself.
 
 Parse time:
 - `ONCEONLY_SOURCES`: the folder of source configurations (default: `connectors/sources`
@@ -78,6 +82,44 @@ def _fail(message: str, problem: BaseException) -> NoReturn:
 
     log.error("%s", message)
     raise AirflowFailException(message) from problem
+
+
+def service_connection_id(department: str) -> str:
+    return f"onceonly_{department}"
+
+
+def _service(department: str) -> tuple[str, str] | None:
+    """(service URL, steward token) from the department's connection, if one is set."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        found = Connection.get(service_connection_id(department))
+    except AirflowNotFoundException:
+        return None
+    scheme = "https" if found.conn_type == "https" else "http"
+    port = f":{found.port}" if found.port else ""
+    return f"{scheme}://{found.host}{port}", str(found.password or "")
+
+
+def _upload(service: tuple[str, str], package: Path, dataset: str) -> dict[str, Any]:
+    """The package through the running service's API (it verifies, gates and ledgers)."""
+    from exchange.upload import UploadRefused, upload_package
+
+    url, token = service
+    try:
+        done = upload_package(url, token, package)
+    except UploadRefused as refused:
+        _fail(f"{refused} (the service records a refusal in the ledger)", refused)
+    what = "unchanged, already current as" if done["unchanged"] else "published as"
+    log.info("%s %s publication %d via %s", dataset, what, done["id"], url)
+    return {
+        "publication_id": done["id"],
+        "dataset": done["dataset"],
+        "version": done["version"],
+        "unchanged": done["unchanged"],
+        "rows": done["rows"],
+    }
 
 
 def publication_dag(config: Path) -> DAG:
@@ -159,7 +201,12 @@ def publication_dag(config: Path) -> DAG:
 
         @task(pool=WRITER_POOL)
         def ingest(built: dict[str, Any]) -> dict[str, Any]:
-            """Verify the package and publish it; the ledger records either outcome."""
+            """Verify the package and publish it; the ledger records either outcome.
+
+            Where the exchange runs as a service (`onceonly serve`, the one writer), the
+            Airflow connection ``onceonly_<department>`` gives its URL and the
+            department steward's token, and the package goes through its API instead.
+            """
             from exchange.home import Home
             from exchange.package import PackageInvalid
             from exchange.publish import PublicationRefused
@@ -167,6 +214,9 @@ def publication_dag(config: Path) -> DAG:
             from exchange.quality import QualityFailed
             from exchange.store import ExchangeStore
 
+            service = _service(department)
+            if service is not None:
+                return _upload(service, Path(built["path"]), dataset)
             home = Home.locate().require()
             try:
                 with ExchangeStore(home.exchange_db) as store:

@@ -624,3 +624,68 @@ def test_the_checkpoint_dag_exports_the_tiles(ran: dict[str, Any]) -> None:
     assert report.checkpoint.size == size
     assert report.bundles >= 1
     assert (folder / CHECKPOINT_PATH).read_text("utf-8") == note
+
+
+def test_with_the_exchange_serving_the_dag_publishes_through_its_api(tmp_path: Path) -> None:
+    """`onceonly serve` is the one writer: the ingest task uploads the package to it.
+
+    The department's Airflow connection (`onceonly_public_security`) names the service and
+    a steward token; the service verifies, gates, ledgers and publishes; the DAG run ends
+    with the publication's id, as a local ingest's would. A second run of the same
+    snapshot is "unchanged" through the API too.
+    """
+    import urllib.parse
+
+    import httpx
+
+    from exchange.tokens import TokenStore
+
+    city = tmp_path / "city"
+    generate_city(city, **CITY)  # type: ignore[arg-type]
+    home = make_home(tmp_path / "home")
+    tokens = TokenStore.open(home)
+    token = tokens.issue("steward:public_security/scheduler")[0]
+    tokens.close()
+    port = _free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    serve = [sys.executable, "-m", "exchange.cli", "--home", str(home.root), "serve",
+             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    processes = {
+        "serve": subprocess.Popen(
+            serve,
+            stdout=(logs / "serve.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    }
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(base + "/v1/public/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait("the exchange service", answers, 60, processes, logs)
+        env = airflow_env(tmp_path / "airflow", home.root)
+        secret = urllib.parse.quote(token, safe="")
+        env["AIRFLOW_CONN_ONCEONLY_PUBLIC_SECURITY"] = f"http://:{secret}@127.0.0.1:{port}"
+        airflow(env, "db", "migrate")
+        airflow(env, "pools", "set", WRITER_POOL, "1", "one writer: DuckDB and the ledger")
+        register = dag_id(SOURCES / "public_security.household_register.toml")
+        plan = [{"dag_id": register, "conf": {"city": str(city)}}] * 2
+        log = tmp_path / "dag-test.log"
+        result = python(env, RUN, json.dumps(plan), log=log, timeout=300)
+        first, again = result["runs"]
+        assert first["state"] == "success", log.read_text("utf-8", "replace")[-4000:]
+        assert set(first["tasks"].values()) == {"success"}
+        assert again["tasks"]["announce"] == "skipped"  # unchanged: no asset event
+        text = log.read_text("utf-8", "replace")
+        assert f"via {base}" in text and token not in text
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+            published = http.get("/v1/publications").json()
+        assert [p["dataset"] for p in published] == ["household_register"]
+    finally:
+        _stop(processes)
