@@ -641,3 +641,25 @@ def test_health_says_when_the_answer_tables_are_ready(server: dict[str, Any]) ->
     with _client(server, "caseworker") as http:
         answer = http.post("/v1/asks", json=_ask_body(server["person"])).json()
     assert answer["result"] is True and answer["receipt"] and answer["ledger_index"] >= 0
+
+
+def test_upload_package_reports_the_services_refusal(
+    server: dict[str, Any], tmp_path: Path
+) -> None:
+    """`exchange.upload`: the service's stable code comes back; nothing is published."""
+    from exchange.package import DATA, MANIFEST, QUARANTINE, SIGNATURE
+    from exchange.upload import UploadRefused, upload_package
+
+    package = tmp_path / "package"
+    package.mkdir()
+    for name in (MANIFEST, SIGNATURE, DATA, QUARANTINE):
+        (package / name).write_bytes(b"{}" if name == MANIFEST else b"x")
+    with pytest.raises(UploadRefused) as bad_token:
+        upload_package(server["base"], "oo_deadbeef_notatoken", package)
+    assert (bad_token.value.status, bad_token.value.code) == (401, "unauthenticated")
+    with pytest.raises(UploadRefused) as not_theirs:  # a manifest of no department of theirs
+        upload_package(server["base"], server["tokens"]["steward"], package)
+    assert (not_theirs.value.status, not_theirs.value.code) == (403, "forbidden")
+    with pytest.raises(UploadRefused) as nobody:
+        upload_package(f"http://127.0.0.1:{_free_port()}", "oo_x_y", package, timeout=5)
+    assert (nobody.value.status, nobody.value.code) == (0, "unreachable")
