@@ -400,7 +400,7 @@ class Exchange:
             if not precomputable(fact):
                 continue
             try:
-                sources = pin_publications(self._cursor(), fact, snapshot=self._published)
+                sources = self._pinned(self._cursor(), fact, None)
             except FactError:
                 continue
             self.answers.request(fact, sources, today)

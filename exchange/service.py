@@ -50,6 +50,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.ask import AskFailed, AskRefused, Exchange
+from exchange.citizen import CitizenEntry
 from exchange.errors import ExchangeError, InvalidArgument
 from exchange.home import Home
 from exchange.policy import Principal
@@ -150,30 +151,10 @@ class CitizenReportBody(BaseModel):
     )
 
 
-class CitizenAskOut(BaseModel):
-    index: int
-    time: str
-    local_time: str
-    department: str
-    department_name: str
-    role: str
-    service_matter: str
-    service_matter_title: str
-    fact: str
-    fact_title: str
-    case_ref: str
-    outcome: str
-    reason: str
-    certificates: list[str]
-    visits_spared: list[str]
-    embargo_until: str = Field(description="Embargo date of a covert ask, else empty")
-    principal: str
-
-
 class CitizenReportOut(BaseModel):
     as_of: str
     view: str = Field(description="auditor: embargoed asks and principals included")
-    asks: list[CitizenAskOut]
+    asks: list[CitizenEntry]  # the auditor's view: every field
     trips_spared: int
     embargoed: int = Field(description="Asks still under embargo at as_of")
 
