@@ -63,6 +63,7 @@ import pyarrow as pa
 
 from exchange.errors import ExchangeError
 from exchange.home import Home
+from ledger.store import LedgerTampered, read_entries, read_entry, stored_size
 
 if TYPE_CHECKING:
     from exchange.store import ExchangeStore
@@ -351,7 +352,7 @@ def read_ledger(
     """
     con = _connect_read_only(path)
     try:
-        high = con.execute("SELECT coalesce(max(idx) + 1, 0) FROM entries").fetchone()[0]
+        high = stored_size(con)
     finally:
         con.close()
     stop = int(high) if stop is None else min(int(stop), int(high))
@@ -385,14 +386,14 @@ def _read_range(path: Path, start: int, stop: int, chunk: int) -> LedgerFrame:
 
     con = _connect_read_only(path)
     try:
-        cursor = con.execute(
-            "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", [start, stop]
-        )
+        stored = read_entries(con, start, stop)
         parts: dict[str, list[pa.Array]] = {name: [] for name in _ENTRY_COLUMNS}
         subject_parts: dict[str, list[np.ndarray]] = {"idx": [], "t": [], "tag": []}
         at = start
-        while rows := cursor.fetchmany(chunk):
-            blobs = [row[0] for row in rows]
+        while rows := list(itertools.islice(stored, chunk)):
+            if [row[0] for row in rows] != list(range(at, at + len(rows))):
+                break  # a gap (or a position held twice): reported below
+            blobs = [row[1] for row in rows]
             columns, subjects, bad = _decode_chunk(at, blobs)
             if bad.any():
                 for i in np.flatnonzero(bad):
@@ -407,6 +408,8 @@ def _read_range(path: Path, start: int, stop: int, chunk: int) -> LedgerFrame:
             raise LedgerUnreadable(
                 f"the ledger has a gap: {at - start} entries found in [{start}, {stop})"
             )
+    except LedgerTampered as problem:  # a malformed segment
+        raise LedgerUnreadable(str(problem)) from None
     finally:
         con.close()
     return _frame(parts, subject_parts)
@@ -798,7 +801,7 @@ class _LedgerReader:
         """Entry ``index``'s bytes, checked against its stored leaf hash."""
         from ledger.merkle import leaf_hash
 
-        row = self._con.execute("SELECT data, leaf FROM entries WHERE idx = ?", [index]).fetchone()
+        row = read_entry(self._con, index)
         if row is None:
             raise LedgerUnreadable(f"no entry {index} in the ledger")
         data, leaf = bytes(row[0]), bytes(row[1])

@@ -126,22 +126,23 @@ def _aliases(store: Any, resident_id: str) -> set[str]:
 def find_entries(home: Home, tags: list[bytes]) -> list[tuple[int, bytes]]:
     """Indexes and bytes of the entries holding any of ``tags`` as a subject tag.
 
-    SQLite's ``instr`` scans the entry bytes for each 32-byte tag (a match elsewhere in
-    an entry would need a SHA-256 collision); every candidate is then decoded and kept
-    only if the tag is one of its subject tags, and checked against its leaf hash.
+    The store finds the entries whose bytes hold a tag (`ledger.store.entries_containing`;
+    a match elsewhere in an entry would need a SHA-256 collision); every candidate is
+    then decoded and kept only if the tag is one of its subject tags, and checked
+    against its leaf hash.
     """
     from exchange.audit import LedgerUnreadable
     from ledger.entries import decode
     from ledger.merkle import leaf_hash
+    from ledger.store import LedgerTampered, entries_containing
 
     if not tags:
         return []
     con = sqlite3.connect(f"file:{home.ledger_store.absolute()}?mode=ro", uri=True)
     try:
-        where = " OR ".join(["instr(data, ?) > 0"] * len(tags))
-        rows = con.execute(
-            f"SELECT idx, data, leaf FROM entries WHERE {where} ORDER BY idx", tags
-        ).fetchall()
+        rows = entries_containing(con, tags)
+    except LedgerTampered as problem:
+        raise LedgerUnreadable(str(problem)) from None
     finally:
         con.close()
     wanted = set(tags)

@@ -1,20 +1,39 @@
 """The ledger's durable store: entries, their hashes and checkpoints in one SQLite file.
 
-Layout (``PRAGMA user_version = 1``)::
+Layout (``PRAGMA user_version = 2``)::
 
-    entries(idx INTEGER PRIMARY KEY,  -- position in the log, 0 .. n-1, no gaps
+    entries(idx INTEGER PRIMARY KEY,  -- position in the log, 0 .. n-1
             data BLOB,                -- the entry's bytes (ledger.entries.encode)
             leaf BLOB,                -- RFC 6962 leaf hash SHA-256(0x00 || data)
             seal BLOB)                -- SHA-256("onceonly-ledger-row-v1" 0x00 || u64 idx || leaf)
+    segments(first INTEGER PRIMARY KEY,  -- position of its first entry
+             count INTEGER,              -- how many consecutive entries it holds
+             data BLOB,                  -- their bytes, back to back
+             ends BLOB,                  -- u32 big-endian: where each one ends in data
+             leaves BLOB,                -- their leaf hashes, 32 bytes each
+             seal BLOB)                  -- SHA-256("onceonly-ledger-segment-v1" 0x00 ||
+                                         --         u64 first || u64 count || ends || leaves)
     checkpoints(seq INTEGER PRIMARY KEY, size INTEGER, root BLOB, note TEXT)
 
-(``idx`` rather than ``index``, an SQL keyword.) The seal binds a row to its position:
-without it, two rows swapped whole would each still hash correctly and only a checkpoint
-root would notice, without saying where. It needs no key, so it guards against damage
-and naive edits, not against someone who rewrites rows and seals alike: that is what
-the signed checkpoints (and the witnesses holding copies of them) are for. Entries
-appended since the last checkpoint can be cut off the end unnoticed until a checkpoint
-or a witness covers them; checkpoint often.
+Every position 0 .. n-1 is held by exactly one row or one segment, no gaps. Entries
+appended one by one (asks) are rows; an append of many at once (a caseload's
+`append_many`, at least `SEGMENT_MIN` entries) is written as segments of up to
+`SEGMENT_ENTRIES`: a million-entry caseload is a few hundred SQLite rows rather than a
+million, which is most of what made it slow. The entries, their leaf hashes and the
+tree are the same whichever way they are stored. (Format 1 had no segments; such a
+file gains the table when opened for writing.)
+
+(``idx`` rather than ``index``, an SQL keyword.) The seal binds a row or segment to its
+position: without it, two rows swapped whole would each still hash correctly and only a
+checkpoint root would notice, without saying where. It needs no key, so it guards
+against damage and naive edits, not against someone who rewrites rows and seals alike:
+that is what the signed checkpoints (and the witnesses holding copies of them) are for.
+Entries appended since the last checkpoint can be cut off the end unnoticed until a
+checkpoint or a witness covers them; checkpoint often.
+
+`read_entries`, `read_entry`, `stored_size` and `entries_containing` read a store file
+through any SQLite connection (read-only ones included), for the readers outside this
+module (audit, citizen search) that must not know the layout.
 
 Interior tree hashes are not stored. On open the store reads the leaf hashes and
 rebuilds a `ledger.merkle.MerkleTree` (about two hashes' memory per leaf; reopening
@@ -42,9 +61,11 @@ ledger can over-record an answer that never left, never under-record one that di
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import os
 import sqlite3
 import struct
@@ -73,26 +94,48 @@ __all__ = [
     "StoreFailed",
     "StoredCheckpoint",
     "VerifyReport",
+    "entries_containing",
+    "read_entries",
+    "read_entry",
     "row_seal",
+    "segment_seal",
+    "stored_size",
     "verify_store",
 ]
 
-STORE_FORMAT: Final = 1
+STORE_FORMAT: Final = 2
 SEAL_DOMAIN: Final = b"onceonly-ledger-row-v1\x00"
+SEGMENT_DOMAIN: Final = b"onceonly-ledger-segment-v1\x00"
+SEGMENT_MIN: Final = 64  # an append of at least this many entries is stored as segments
+SEGMENT_ENTRIES: Final = 4096  # entries per segment at most (~1 MiB for asks)
+SEGMENT_BYTES: Final = 64 << 20  # entry bytes per segment at most (u32 ends, SQLite blobs)
 MAX_ENTRY_BYTES: Final = 1 << 20
 MAX_REPORTED_PROBLEMS: Final = 100
 
 _U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_END: Final = (1 << 63) - 1  # past every index
 
 PAGE_SIZE: Final = 16384
 
-_SCHEMA = """
+_SEGMENTS = """
+CREATE TABLE segments (
+    first  INTEGER PRIMARY KEY,
+    count  INTEGER NOT NULL,
+    data   BLOB NOT NULL,
+    ends   BLOB NOT NULL,
+    leaves BLOB NOT NULL,
+    seal   BLOB NOT NULL
+)"""
+
+_SCHEMA = f"""
 CREATE TABLE entries (
     idx  INTEGER PRIMARY KEY,
     data BLOB NOT NULL,
     leaf BLOB NOT NULL,
     seal BLOB NOT NULL
 );
+{_SEGMENTS};
 CREATE TABLE checkpoints (
     seq  INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -139,6 +182,151 @@ raises `LedgerError` to reject it. `ledger.checkpoint` provides the real one."""
 def row_seal(index: int, leaf: bytes) -> bytes:
     """Return the seal of the row at ``index`` holding ``leaf``: binds the row to its place."""
     return hashlib.sha256(SEAL_DOMAIN + _U64.pack(index) + leaf).digest()
+
+
+def segment_seal(first: int, count: int, ends: bytes, leaves: bytes) -> bytes:
+    """Return the seal of the segment of entries ``first`` .. ``first + count - 1``."""
+    return hashlib.sha256(
+        SEGMENT_DOMAIN + _U64.pack(first) + _U64.pack(count) + ends + leaves
+    ).digest()
+
+
+# --- reading any store file -----------------------------------------------------------
+
+# Every stored piece of the log overlapping [?1, ?2), in index order: (first index,
+# count, data, ends, leaf hash(es), seal), ``ends`` NULL for a row. SQLite merges the
+# two tables' rowid-ordered scans; nothing is sorted.
+_PIECES = (
+    "SELECT idx, 1, data, NULL, leaf, seal FROM entries WHERE idx >= ?1 AND idx < ?2 "
+    "UNION ALL SELECT first, count, data, ends, leaves, seal FROM segments "
+    "WHERE first < ?2 AND first + count > ?1 ORDER BY 1"
+)
+_ROW_PIECES = (  # format 1: rows only
+    "SELECT idx, 1, data, NULL, leaf, seal FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY 1"
+)
+
+
+class _Malformed(Exception):
+    """A segment whose parts do not fit together (callers say it in their own terms)."""
+
+
+def _has_segments(con: sqlite3.Connection) -> bool:
+    (version,) = con.execute("PRAGMA user_version").fetchone()
+    return bool(version >= 2)
+
+
+def _pieces(con: sqlite3.Connection, start: int, stop: int) -> sqlite3.Cursor:
+    return con.execute(_PIECES if _has_segments(con) else _ROW_PIECES, (start, stop))
+
+
+def _split(
+    count: object, data: object, ends: object, leaves: object
+) -> tuple[list[bytes], list[bytes]]:
+    """A segment's entries and their stored leaf hashes; `_Malformed` if its parts don't fit."""
+    if type(count) is not int or count < 1:
+        raise _Malformed(f"its count {count!r} is not a positive integer")
+    if type(data) is not bytes or type(ends) is not bytes or type(leaves) is not bytes:
+        raise _Malformed("its data, ends and leaf hashes are not all blobs")
+    if len(ends) != 4 * count or len(leaves) != HASH_SIZE * count:
+        raise _Malformed(f"its ends or leaf hashes are not {count} long")
+    stops = struct.unpack(f">{count}I", ends)
+    starts = (0, *stops[:-1])
+    if stops[-1] != len(data) or not all(a < b for a, b in zip(starts, stops, strict=True)):
+        raise _Malformed("its ends do not cut its data into non-empty entries")
+    return (
+        [data[a:b] for a, b in zip(starts, stops, strict=True)],
+        [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)],
+    )
+
+
+def read_entries(
+    con: sqlite3.Connection, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """(index, bytes, stored leaf hash) of each stored entry in [start, stop), in order.
+
+    Nothing is checked against its hash here, and a gap shows only as an index that is
+    not there: a caller that needs the log whole compares the indexes. A segment whose
+    parts do not fit together raises `LedgerTampered`.
+    """
+    end = _END if stop is None else stop
+    for first, count, data, ends, leaf, _seal in _pieces(con, start, end):
+        if ends is None:
+            yield first, data, leaf
+            continue
+        try:
+            items, leaves = _split(count, data, ends, leaf)
+        except _Malformed as problem:
+            raise LedgerTampered(f"the segment at entry {first} is malformed: {problem}") from None
+        for k in range(max(start - first, 0), min(end - first, len(items))):
+            yield first + k, items[k], leaves[k]
+
+
+def read_entry(con: sqlite3.Connection, index: int) -> tuple[bytes, bytes] | None:
+    """(bytes, stored leaf hash) of entry ``index``, or None if the store holds none.
+
+    Unchecked, as `read_entries`. From a segment only the entry's own bytes are read.
+    """
+    row = con.execute("SELECT data, leaf FROM entries WHERE idx = ?", (index,)).fetchone()
+    if row is not None or not _has_segments(con):
+        return None if row is None else (row[0], row[1])
+    found = con.execute(
+        "SELECT first, count, ends FROM segments WHERE first <= ? ORDER BY first DESC LIMIT 1",
+        (index,),
+    ).fetchone()
+    if found is None or type(found[1]) is not int or index - found[0] >= found[1]:
+        return None
+    first, count, ends = found
+    k = index - first
+    if type(ends) is not bytes or len(ends) != 4 * count:
+        raise LedgerTampered(f"the segment at entry {first} is malformed: its ends")
+    lo = _U32.unpack_from(ends, 4 * (k - 1))[0] if k else 0
+    hi = _U32.unpack_from(ends, 4 * k)[0]
+    if hi <= lo:
+        raise LedgerTampered(f"the segment at entry {first} is malformed: its ends")
+    data, leaf = con.execute(
+        "SELECT substr(data, ?, ?), substr(leaves, ?, ?) FROM segments WHERE first = ?",
+        (lo + 1, hi - lo, HASH_SIZE * k + 1, HASH_SIZE, first),
+    ).fetchone()
+    return data, leaf
+
+
+def stored_size(con: sqlite3.Connection) -> int:
+    """One past the highest stored index (the log's size, if it has no gap)."""
+    (rows,) = con.execute("SELECT coalesce(max(idx) + 1, 0) FROM entries").fetchone()
+    if not _has_segments(con):
+        return int(rows)
+    (segments,) = con.execute("SELECT coalesce(max(first + count), 0) FROM segments").fetchone()
+    return max(int(rows), int(segments))
+
+
+def entries_containing(
+    con: sqlite3.Connection, needles: Sequence[bytes]
+) -> list[tuple[int, bytes, bytes]]:
+    """(index, bytes, stored leaf hash) of every entry holding any of ``needles``, in order.
+
+    SQLite's ``instr`` finds the rows and segments; a segment's entries are then
+    searched one by one. Unchecked, as `read_entries`.
+    """
+    if not needles:
+        return []
+    where = " OR ".join(["instr(data, ?) > 0"] * len(needles))
+    found = con.execute(f"SELECT idx, data, leaf FROM entries WHERE {where}", needles).fetchall()
+    if _has_segments(con):
+        for first, count, data, ends, leaves in con.execute(
+            f"SELECT first, count, data, ends, leaves FROM segments WHERE {where}", needles
+        ):
+            try:
+                items, hashes = _split(count, data, ends, leaves)
+            except _Malformed as problem:
+                raise LedgerTampered(
+                    f"the segment at entry {first} is malformed: {problem}"
+                ) from None
+            found.extend(
+                (first + k, item, hashes[k])
+                for k, item in enumerate(items)
+                if any(needle in item for needle in needles)
+            )
+    return sorted(found, key=lambda row: int(row[0]))
 
 
 # --- verification -------------------------------------------------------------------
@@ -213,6 +401,38 @@ class _Problems:
             self.kept.append(Problem(index, what))
 
 
+def _verify_row(
+    found: _Problems,
+    idx: int,
+    data: object,
+    leaf: object,
+    seal: object,
+    leaves: list[bytes] | None,
+) -> bool:
+    """Check one row; add its recomputed leaf hash to ``leaves`` (the intact prefix's).
+
+    Returns whether the prefix is still intact after it.
+    """
+    # 2. The entry's bytes hash to the stored leaf hash.
+    recomputed: bytes | None = None
+    if type(data) is not bytes:
+        found.add(idx, f"data is {type(data).__name__}, not a blob")
+    else:
+        recomputed = leaf_hash(data)
+    if type(leaf) is not bytes or len(leaf) != HASH_SIZE:
+        size = len(leaf) if isinstance(leaf, bytes | str) else "?"
+        found.add(idx, f"stored leaf hash is malformed ({type(leaf).__name__}, {size} long)")
+    elif recomputed is not None and recomputed != leaf:
+        found.add(idx, "stored leaf hash does not match the entry's data")
+    # 3. The seal binds this leaf hash to this index (catches moved rows).
+    if type(leaf) is not bytes or type(seal) is not bytes or row_seal(idx, leaf) != seal:
+        found.add(idx, "row seal does not match its index and leaf hash (row moved or altered)")
+    if leaves is None or recomputed is None:
+        return False
+    leaves.append(recomputed)
+    return True
+
+
 def _verify_connection(
     con: sqlite3.Connection,
     checkpoint_check: CheckpointCheck | None,
@@ -227,37 +447,44 @@ def _verify_connection(
     leaves: list[bytes] = []
     prefix_ok = True
     expected = 0
-    rows = con.execute("SELECT idx, data, leaf, seal FROM entries ORDER BY idx")
-    for idx, data, leaf, seal in rows:
-        # 1. Indexes run 0, 1, 2, ... with no gaps (a deleted row leaves one).
-        if idx < expected:
-            found.add(expected, f"a row has index {idx}, which is not a log position")
+    for first, count, data, ends, leaf, seal in _pieces(con, 0, _END):
+        # 1. Positions run 0, 1, 2, ... with no gaps (a deleted row leaves one) and no
+        #    position held twice.
+        if first < expected:
+            what = "a row" if ends is None else "a segment"
+            found.add(expected, f"{what} has index {first}, which is not a log position")
             continue
-        if idx > expected:
+        if first > expected:
             missing = (
-                f"entry {expected}" if idx == expected + 1 else f"entries {expected}..{idx - 1}"
+                f"entry {expected}" if first == expected + 1 else f"entries {expected}..{first - 1}"
             )
-            found.add(expected, f"{missing} missing (next stored index is {idx})")
+            found.add(expected, f"{missing} missing (next stored index is {first})")
             prefix_ok = False
-        expected = idx + 1
-        # 2. The entry's bytes hash to the stored leaf hash.
-        recomputed: bytes | None = None
-        if type(data) is not bytes:
-            found.add(idx, f"data is {type(data).__name__}, not a blob")
-        else:
-            recomputed = leaf_hash(data)
-        if type(leaf) is not bytes or len(leaf) != HASH_SIZE:
-            size = len(leaf) if isinstance(leaf, bytes | str) else "?"
-            found.add(idx, f"stored leaf hash is malformed ({type(leaf).__name__}, {size} long)")
-        elif recomputed is not None and recomputed != leaf:
-            found.add(idx, "stored leaf hash does not match the entry's data")
-        # 3. The seal binds this leaf hash to this index (catches moved rows).
-        if type(leaf) is not bytes or type(seal) is not bytes or row_seal(idx, leaf) != seal:
-            found.add(idx, "row seal does not match its index and leaf hash (row moved or altered)")
-        if prefix_ok and recomputed is not None:
-            leaves.append(recomputed)
-        else:
+        if ends is None:
+            expected = first + 1
+            prefix_ok = _verify_row(found, first, data, leaf, seal, leaves if prefix_ok else None)
+            continue
+        # A segment: its parts fit, its seal binds them to its position, and each entry
+        # hashes to its stored leaf hash, as a row's does.
+        expected = first + (count if type(count) is int and count > 0 else 1)
+        try:
+            items, stored = _split(count, data, ends, leaf)
+        except _Malformed as problem:
+            found.add(first, f"the segment here is malformed: {problem}")
             prefix_ok = False
+            continue
+        assert type(ends) is bytes and type(leaf) is bytes
+        if type(seal) is not bytes or segment_seal(first, len(items), ends, leaf) != seal:
+            found.add(
+                first,
+                "segment seal does not match its position, ends and leaf hashes"
+                " (segment moved or altered)",
+            )
+        recomputed = [leaf_hash(item) for item in items]
+        for k in itertools.compress(range(len(items)), map(bytes.__ne__, recomputed, stored)):
+            found.add(first + k, "stored leaf hash does not match the entry's data")
+        if prefix_ok:
+            leaves.extend(recomputed)
     tree = MerkleTree(leaves)
 
     # 4. Every checkpoint: sizes never shrink, each covers entries the store holds, each
@@ -339,9 +566,11 @@ def verify_store(path: Path, *, checkpoint_check: CheckpointCheck | None = None)
         con.close()
 
 
-def _check_format(con: sqlite3.Connection, path: Path) -> None:
+def _check_format(
+    con: sqlite3.Connection, path: Path, *, formats: tuple[int, ...] = (1, 2)
+) -> None:
     (version,) = con.execute("PRAGMA user_version").fetchone()
-    if version != STORE_FORMAT:
+    if version not in formats:
         raise LedgerError(f"{path} is not a ledger store of format {STORE_FORMAT} ({version})")
 
 
@@ -440,11 +669,14 @@ class LedgerStore:
                         if statement.strip():
                             con.execute(statement)
                     con.execute(f"PRAGMA user_version = {STORE_FORMAT}")
+                elif version == 1:  # format 1 had no segments: add the (empty) table
+                    con.execute(_SEGMENTS)
+                    con.execute(f"PRAGMA user_version = {STORE_FORMAT}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            _check_format(con, self.path)
+            _check_format(con, self.path, formats=(STORE_FORMAT,))
         except sqlite3.DatabaseError as problem:
             con.close()
             raise LedgerError(f"cannot open ledger store {self.path}: {problem}") from problem
@@ -455,17 +687,25 @@ class LedgerStore:
 
     def _load_tree(self) -> MerkleTree:
         assert self._reader is not None
-        con = self._reader
-        count, low, high = con.execute(
-            "SELECT count(*), min(idx), max(idx) FROM entries"
-        ).fetchone()
-        if count and (low != 0 or high != count - 1):
-            gap = _first_gap(con)
-            raise LedgerTampered(f"entry {gap} is missing from {self.path}; run verify")
-        leaves = [row[0] for row in con.execute("SELECT leaf FROM entries ORDER BY idx")]
-        for i, leaf in enumerate(leaves):
-            if type(leaf) is not bytes or len(leaf) != HASH_SIZE:
-                raise LedgerTampered(f"entry {i}: stored leaf hash is malformed; run verify")
+        leaves: list[bytes] = []
+        # Rows (a NULL count marks one) and segments in index order: leaf hashes only.
+        for first, count, stored in self._reader.execute(
+            "SELECT idx, NULL, leaf FROM entries UNION ALL "
+            "SELECT first, count, leaves FROM segments ORDER BY 1"
+        ):
+            if first != len(leaves):
+                what = "is missing" if first > len(leaves) else "is stored twice"
+                raise LedgerTampered(f"entry {len(leaves)} {what} in {self.path}; run verify")
+            if count is None:
+                if type(stored) is not bytes or len(stored) != HASH_SIZE:
+                    raise LedgerTampered(
+                        f"entry {first}: stored leaf hash is malformed; run verify"
+                    )
+                leaves.append(stored)
+            elif type(count) is int and type(stored) is bytes and len(stored) == HASH_SIZE * count:
+                leaves.extend(stored[i : i + HASH_SIZE] for i in range(0, len(stored), HASH_SIZE))
+            else:
+                raise LedgerTampered(f"the segment at entry {first} is malformed; run verify")
         return MerkleTree(leaves)
 
     def _load_latest(self) -> StoredCheckpoint | None:
@@ -504,10 +744,20 @@ class LedgerStore:
         return self._submit(_Job(items=[_check_entry_bytes(data)]))[0]
 
     def append_many(self, items: Sequence[bytes]) -> list[int]:
-        """Append entries in one transaction, at consecutive indexes; return them once durable."""
-        checked = [_check_entry_bytes(data) for data in items]
+        """Append entries in one transaction, at consecutive indexes; return them once durable.
+
+        At least `SEGMENT_MIN` of them are stored as segments (see the module docstring).
+        """
+        checked = list(items)
         if not checked:
             return []
+        # `_check_entry_bytes` of each, column-wise: a caseload is a million entries.
+        if not all(type(data) is bytes for data in checked):
+            for data in checked:
+                _check_entry_bytes(data)  # raises, naming the wrong type
+        if min(map(len, checked)) == 0 or max(map(len, checked)) > MAX_ENTRY_BYTES:
+            for data in checked:
+                _check_entry_bytes(data)  # raises, naming the wrong size
         return self._submit(_Job(items=checked))
 
     def record_checkpoint(self, size: int, root: bytes, note_text: str) -> None:
@@ -609,17 +859,36 @@ class LedgerStore:
         # leaf_hash and row_seal inlined: a caseload commits a million rows at once.
         sha256, leaf_prefix, seal_domain, pack = hashlib.sha256, LEAF_PREFIX, SEAL_DOMAIN, _U64.pack
         leaves = [sha256(leaf_prefix + data).digest() for data in items]
-        indexes = range(start, start + len(items))
-        seals = [
-            sha256(seal_domain + pack(i) + leaf).digest()
-            for i, leaf in zip(indexes, leaves, strict=True)
-        ]
+        rows: list[tuple[int, bytes, bytes, bytes]] = []
+        segments: list[tuple[int, int, bytes, bytes, bytes, bytes]] = []
+        at = 0  # position in items
+        for job in batch:
+            count = len(job.items)
+            if count >= SEGMENT_MIN:
+                segments.extend(_segments(start + at, job.items, leaves[at : at + count]))
+            else:
+                rows.extend(
+                    (i, data, leaf, sha256(seal_domain + pack(i) + leaf).digest())
+                    for i, data, leaf in zip(
+                        range(start + at, start + at + count),
+                        job.items,
+                        leaves[at : at + count],
+                        strict=True,
+                    )
+                )
+            at += count
         try:
             self._writer.execute("BEGIN IMMEDIATE")
-            self._writer.executemany(
-                "INSERT INTO entries (idx, data, leaf, seal) VALUES (?, ?, ?, ?)",
-                zip(indexes, items, leaves, seals, strict=True),
-            )
+            if rows:
+                self._writer.executemany(
+                    "INSERT INTO entries (idx, data, leaf, seal) VALUES (?, ?, ?, ?)", rows
+                )
+            if segments:
+                self._writer.executemany(
+                    "INSERT INTO segments (first, count, data, ends, leaves, seal)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    segments,
+                )
             if self._before_commit is not None:
                 self._before_commit(len(items))
             self._writer.execute("COMMIT")
@@ -727,9 +996,7 @@ class LedgerStore:
         with self._reader_lock:
             if self._reader is None:
                 raise StoreClosed(f"{self.path} is closed")
-            row = self._reader.execute(
-                "SELECT data FROM entries WHERE idx = ?", (index,)
-            ).fetchone()
+            row = read_entry(self._reader, index)
         if row is None or type(row[0]) is not bytes or leaf_hash(row[0]) != expected:
             raise LedgerTampered(f"entry {index} in {self.path} does not match its leaf hash")
         data: bytes = row[0]
@@ -794,13 +1061,25 @@ def _check_entry_bytes(data: object) -> bytes:
     return data
 
 
-def _first_gap(con: sqlite3.Connection) -> int:
-    expected = 0
-    for (idx,) in con.execute("SELECT idx FROM entries ORDER BY idx"):
-        if idx != expected:
-            return expected
-        expected += 1
-    return expected
+def _segments(
+    first: int, items: Sequence[bytes], leaves: Sequence[bytes]
+) -> Iterator[tuple[int, int, bytes, bytes, bytes, bytes]]:
+    """``items`` (at ``first`` on) as segment rows: (first, count, data, ends, leaves, seal)."""
+    lo = 0
+    while lo < len(items):
+        ends = list(itertools.accumulate(map(len, items[lo : lo + SEGMENT_ENTRIES])))
+        count = max(1, bisect.bisect_right(ends, SEGMENT_BYTES))  # one entry fits always
+        ends_blob = struct.pack(f">{count}I", *ends[:count])
+        leaves_blob = b"".join(leaves[lo : lo + count])
+        yield (
+            first + lo,
+            count,
+            b"".join(items[lo : lo + count]),
+            ends_blob,
+            leaves_blob,
+            segment_seal(first + lo, count, ends_blob, leaves_blob),
+        )
+        lo += count
 
 
 def _lock_writer(path: Path) -> int:
