@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -45,6 +46,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -682,31 +684,34 @@ class Exchange:
         assert who is not None
         table, ok = parameter_table(fact, rows, today=now.date())
         good = pc.filter(table, ok)
-        try:
-            cursor = self._cursor()
-            sources = pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
-            answered = evaluate(
-                cursor,
-                fact,
-                good.set_column(0, "_n", pa.array(range(good.num_rows), pa.int64())),
-                sources,
-            )
-            results = result_column(fact, answered.column("answer"))
-        except (FactError, ExchangeError, duckdb.Error) as problem:
-            index = self.log.append(
-                Entry.ask(
-                    department=who.department,
-                    principal=principal,
-                    fact_id=fact.id,
-                    fact_version=fact.version,
-                    service_matter=service_matter,
-                    case_ref=case_ref,
-                    outcome="error",
-                    reason=_reason(problem),
-                    now=now,
+        # One nonce per answer, from one call to the OS. The subjects' tags and salted
+        # commitments need only these and the checked IDs: they are hashed in a thread
+        # while DuckDB answers (its query leaves the interpreter lock free).
+        nonces = os.urandom(16 * good.num_rows)
+        with ThreadPoolExecutor(1, thread_name_prefix="onceonly-subjects") as pool:
+            subjects = pool.submit(self._subject_columns, fact, good, nonces)
+            try:
+                cursor = self._cursor()
+                sources = pin_publications(cursor, fact, as_of=as_of, snapshot=self._published)
+                numbered = pa.array(np.arange(good.num_rows, dtype=np.int64))
+                answered = evaluate(cursor, fact, good.set_column(0, "_n", numbered), sources)
+                results = result_column(fact, answered.column("answer"))
+            except (FactError, ExchangeError, duckdb.Error) as problem:
+                index = self.log.append(
+                    Entry.ask(
+                        department=who.department,
+                        principal=principal,
+                        fact_id=fact.id,
+                        fact_version=fact.version,
+                        service_matter=service_matter,
+                        case_ref=case_ref,
+                        outcome="error",
+                        reason=_reason(problem),
+                        now=now,
+                    )
                 )
-            )
-            raise AskFailed(str(problem), index) from problem
+                raise AskFailed(str(problem), index) from problem
+            tags, commitments = subjects.result()
         relied_on = tuple(sorted(s.publication_id for s in sources))
         return self._ledger_batch(
             rows,
@@ -721,7 +726,22 @@ class Exchange:
             good,
             results,
             relied_on,
+            nonces,
+            tags,
+            commitments,
         )
+
+    def _subject_columns(
+        self, fact: Fact, good: pa.Table, nonces: bytes
+    ) -> tuple[list[list[bytes]], list[list[bytes]]]:
+        """Per subject parameter, each row's tag and salted commitment (its nonce as salt).
+
+        The IDs are checked ones (`parameter_table`), in their canonical form.
+        """
+        salts = [nonces[i : i + 16] for i in range(0, len(nonces), 16)]
+        ids = [good.column(p.name).cast(pa.binary()).to_pylist() for p in fact.subjects]
+        tags = [self._tagger.many(column) for column in ids]
+        return tags, [subject_commitments(column, salts) for column in ids]
 
     def _ledger_batch(
         self,
@@ -737,6 +757,9 @@ class Exchange:
         good: pa.Table,
         results: pa.Array,
         relied_on: tuple[int, ...],
+        pool: bytes,
+        tags: list[list[bytes]],
+        commitments: list[list[bytes]],
     ) -> pa.Table:
         """One entry per subject, all in one durable commit; then the archive; then answers.
 
@@ -759,21 +782,16 @@ class Exchange:
             f',"time":{json.dumps(time)}}}',
             "",
         )
-        # One nonce per answer, from one call to the OS; digests over domain || nonce || JSON.
-        pool = os.urandom(16 * n)
+        # Digests over domain || nonce || JSON (each row's nonce from ``pool``).
         nonces = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(pool)])
-        salts = [pool[i : i + 16] for i in range(0, 16 * n, 16)]
-        messages = pc.binary_join_element_wise(
-            nonces.cast(pa.binary()), canonical.cast(pa.binary()), b""
-        ).to_pylist()
-        sha256, domain = hashlib.sha256, ANSWER_DOMAIN
-        digests = [sha256(domain + m).digest() for m in messages]
-        # Subjects: validated resident IDs (the column checks passed), one tag and one
-        # salted commitment per subject parameter and row.
-        tagger = SubjectTagger(self._subject_key)
-        subject_ids = [good.column(p.name).cast(pa.binary()).to_pylist() for p in fact.subjects]
-        tags = [tagger.many(ids) for ids in subject_ids]
-        commitments = [subject_commitments(ids, salts) for ids in subject_ids]
+        digests = _sha256_each(
+            pc.binary_join_element_wise(
+                pa.repeat(pa.scalar(ANSWER_DOMAIN, pa.binary()), n),
+                nonces.cast(pa.binary()),
+                canonical.cast(pa.binary()),
+                b"",
+            )
+        )
         template = Entry(
             kind="ask",
             time=time,
@@ -851,6 +869,26 @@ def _json_scalar(value: object) -> str:
 def _json_ids(ids: tuple[int, ...]) -> str:
     """`json.dumps` of a publication-id list; asks share a handful of them."""
     return json.dumps(list(ids))
+
+
+def _sha256_each(messages: pa.Array | pa.ChunkedArray) -> list[bytes]:
+    """SHA-256 of each value of a binary column, read in place from its buffers.
+
+    (`to_pylist` would box every value as a Python object first: that doubled the cost
+    for a million answers.)
+    """
+    if messages.null_count:
+        raise ValueError("a message to hash is missing")
+    sha256 = hashlib.sha256
+    out: list[bytes] = []
+    chunks = messages.chunks if isinstance(messages, pa.ChunkedArray) else [messages]
+    for chunk in chunks:
+        wide = pa.types.is_large_binary(chunk.type)
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if wide else np.int32)
+        bounds = offsets[chunk.offset : chunk.offset + len(chunk) + 1].tolist()
+        data = memoryview(chunk.buffers()[2] or b"")
+        out += [sha256(data[a:b]).digest() for a, b in itertools.pairwise(bounds)]
+    return out
 
 
 def _hex_column(data: bytes, width: int, count: int) -> pa.Array:

@@ -40,6 +40,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -356,13 +357,13 @@ def parameter_table(
     if extra:
         raise InvalidParameters(f"{fact.ref} has no parameter(s) {', '.join(extra)}")
     n = table.num_rows
-    ok = pa.array([True] * n, pa.bool_()) if n else pa.array([], pa.bool_())
-    columns: dict[str, pa.Array] = {"_n": pa.array(range(n), pa.int64())}
+    ok = pa.array(np.ones(n, dtype=bool))
+    columns: dict[str, pa.Array] = {"_n": pa.array(np.arange(n, dtype=np.int64))}
     for parameter in fact.parameters:
         column, fits = _typed(parameter, table.column(parameter.name).combine_chunks())
         columns[parameter.name] = column
         ok = pc.and_kleene(ok, pc.fill_null(fits, False))
-    columns["_today"] = pa.array([today] * n, pa.date32())
+    columns["_today"] = pa.repeat(pa.scalar(today, pa.date32()), n)
     return pa.table(columns), ok
 
 

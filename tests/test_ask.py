@@ -536,3 +536,30 @@ def test_a_refused_ask_tags_an_integer_id_as_an_answered_one_does(city: dict[str
     entries = _entries(city["home"])
     assert entries[refused.value.index].subject_tags == (tag,)
     assert entries[answered.ledger_index].subject_tags == (tag,)
+
+
+@given(
+    values=st.lists(st.binary(max_size=300), max_size=40),
+    cut=st.integers(0, 40),
+    skip=st.integers(0, 3),
+    large=st.booleans(),
+)
+def test_batch_digests_hash_each_value_in_place(
+    values: list[bytes], cut: int, skip: int, large: bool
+) -> None:
+    """`_sha256_each` reads values from Arrow buffers: chunks, slices and 64-bit offsets."""
+    import hashlib
+
+    from exchange.ask import _sha256_each
+
+    kind = pa.large_binary() if large else pa.binary()
+    cut = min(cut, len(values))
+    column = pa.chunked_array(
+        [pa.array(values[:cut], kind), pa.array([b"x" * skip, *values[cut:]], kind).slice(1)],
+        kind,
+    )
+    expected = [hashlib.sha256(v).digest() for v in values]
+    assert _sha256_each(column) == expected
+    assert _sha256_each(column.combine_chunks()) == expected
+    with pytest.raises(ValueError, match="missing"):
+        _sha256_each(pa.array([b"a", None], kind))

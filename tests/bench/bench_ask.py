@@ -785,18 +785,20 @@ def durable_append(exchange: Any, like: int, count: int, root: Path) -> dict[str
     `encode_answer_columns` fills in random digests, tags and commitments, so every
     entry has that entry's length; re-encoding its own digest, tag and commitment must
     give it back byte for byte. They go into a fresh `LedgerStore` (`append_many` end to
-    end); then the steps of `LedgerStore._commit`, by hand with its formulas, into a
-    fresh SQLite file with the store's schema, WAL and synchronous=FULL: entry checks,
-    leaf = sha256(0x00 || entry), seal = sha256(SEAL_DOMAIN || u64be(index) || leaf),
-    executemany INSERT, COMMIT, `MerkleTree.extend`; the tree's root must equal the
-    store's. Everything is freed as it goes: one list of entries, and at most one
-    store's worth of hashes and tree, on top of the exchange.
+    end); then the steps of `LedgerStore._commit`, by hand, into a fresh SQLite file
+    with the store's schema, WAL and synchronous=FULL: leaf = sha256(0x00 || entry),
+    the segments (`ledger.store._segments`: data, ends, leaf hashes, seal), executemany
+    INSERT, COMMIT, `MerkleTree.extend`; the tree's root must equal the store's. Beside
+    them the naive layout, one SQLite row per entry (the store's format 1): a seal
+    sha256(SEAL_DOMAIN || u64be(index) || leaf) per row, executemany INSERT, COMMIT.
+    Everything is freed as it goes: one list of entries, and at most one store's worth
+    of hashes and tree, on top of the exchange.
     """
     import sqlite3
 
     from ledger.entries import decode, encode_answer_columns
     from ledger.merkle import LEAF_PREFIX, MerkleTree
-    from ledger.store import _SCHEMA, _U64, SEAL_DOMAIN, LedgerStore, _check_entry_bytes
+    from ledger.store import _SCHEMA, _U64, SEAL_DOMAIN, LedgerStore, _segments
 
     real = exchange.log.entry(like)
     entry = decode(real)
@@ -832,52 +834,70 @@ def durable_append(exchange: Any, like: int, count: int, root: Path) -> dict[str
     del store
     shutil.rmtree(root / "store")
 
-    (root / "by-hand").mkdir()
-    con = sqlite3.connect(root / "by-hand" / "ledger.sqlite", isolation_level=None)
-    try:
+    def by_hand(name: str) -> sqlite3.Connection:
+        (root / name).mkdir()
+        con = sqlite3.connect(root / name / "ledger.sqlite", isolation_level=None)
         assert str(con.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal"
         con.execute("PRAGMA synchronous = FULL")
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 con.execute(statement)
-        with phase("checks"):
-            items = [_check_entry_bytes(data) for data in entries]
-        sha256, pack = hashlib.sha256, _U64.pack
+        return con
+
+    sha256 = hashlib.sha256
+    con = by_hand("segments")
+    try:
         with phase("leaves"):
-            leaves = [sha256(LEAF_PREFIX + data).digest() for data in items]
-        indexes = range(count)
-        with phase("seals"):
-            seals = [
-                sha256(SEAL_DOMAIN + pack(i) + leaf).digest()
-                for i, leaf in zip(indexes, leaves, strict=True)
-            ]
+            leaves = [sha256(LEAF_PREFIX + data).digest() for data in entries]
+        with phase("segments"):
+            segments = list(_segments(0, entries, leaves))
         with phase("insert"):
             con.execute("BEGIN IMMEDIATE")
-            con.executemany(
-                "INSERT INTO entries (idx, data, leaf, seal) VALUES (?, ?, ?, ?)",
-                zip(indexes, items, leaves, seals, strict=True),
-            )
+            con.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)", segments)
         with phase("commit"):
             con.execute("COMMIT")
-        del seals, items
-        (stored,) = con.execute("SELECT count(*) FROM entries").fetchone()
+        del segments
+        (stored,) = con.execute("SELECT sum(count) FROM segments").fetchone()
         assert stored == count
     finally:
         con.close()
-    shutil.rmtree(root / "by-hand")
+    shutil.rmtree(root / "segments")
     tree = MerkleTree()
     with phase("tree"):
         tree.extend(leaves)
     assert tree.root() == store_root, "the tree by hand differs from the store's"
-    del tree, leaves, entries
+    del tree
+
+    con = by_hand("rows")
+    try:
+        pack = _U64.pack
+        with phase("row seals"):
+            seals = [sha256(SEAL_DOMAIN + pack(i) + leaf).digest() for i, leaf in enumerate(leaves)]
+        with phase("row insert"):
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT INTO entries (idx, data, leaf, seal) VALUES (?, ?, ?, ?)",
+                zip(range(count), entries, leaves, seals, strict=True),
+            )
+        with phase("row commit"):
+            con.execute("COMMIT")
+        del seals
+    finally:
+        con.close()
+    shutil.rmtree(root / "rows")
+    del leaves, entries
 
     steps = {
-        "entry checks (type, length)": "checks",
         "leaf hashes: sha256(0x00 || entry)": "leaves",
-        "seals: sha256(SEAL_DOMAIN || u64be(index) || leaf)": "seals",
-        "SQLite executemany INSERT (store's schema, WAL, synchronous=FULL)": "insert",
+        "segments: data, ends, leaf hashes, seal (4,096 entries each)": "segments",
+        "SQLite executemany INSERT of the segments (WAL, synchronous=FULL)": "insert",
         "SQLite COMMIT (fsync)": "commit",
         "MerkleTree.extend": "tree",
+    }
+    naive = {
+        "row seals: sha256(SEAL_DOMAIN || u64be(index) || leaf)": "row seals",
+        "SQLite executemany INSERT, one row per entry": "row insert",
+        "SQLite COMMIT (fsync)": "row commit",
     }
     seconds, cpu = timers.seconds, timers.cpu
     return {
@@ -889,6 +909,7 @@ def durable_append(exchange: Any, like: int, count: int, root: Path) -> dict[str
         "cpu_seconds": cpu["append_many"],
         "steps": {label: seconds[name] for label, name in steps.items()},
         "steps_cpu": {label: cpu[name] for label, name in steps.items()},
+        "naive_rows": {label: seconds[name] for label, name in naive.items()},
     }
 
 
@@ -1055,6 +1076,12 @@ def report_batch(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines.append(
         f"    {DURABLE_PARTS:<{width}} {parts:>7.2f} s"
         f"  {parts / end_to_end:>4.0%}  {parts_cpu:>7.2f} s"
+    )
+    naive_rows = durable["naive_rows"]
+    lines.append(
+        "    the naive layout instead, one SQLite row per entry (format 1), by hand:"
+        f" {sum(naive_rows.values()):.2f} s in all, "
+        + "; ".join(f"{name} {seconds:.2f} s" for name, seconds in naive_rows.items())
     )
     per_row, hot = res["profile"]
     lines.append(

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from ledger.entries import decode
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, read_entries, read_entry
 from tests.bench.bench_synth import machine, peak_rss_mib
 
 TARGET_SECONDS = 60.0
@@ -273,8 +273,9 @@ def build(path: Path, entries: int, seed: int) -> tuple[float, int]:
     seconds = time.perf_counter() - started
     con = sqlite3.connect(path)
     for index in random.Random(seed).sample(range(entries), min(entries, 1000)):
-        (data,) = con.execute("SELECT data FROM entries WHERE idx = ?", [index]).fetchone()
-        decode(data)  # canonical, or this raises
+        found = read_entry(con, index)
+        assert found is not None, index
+        decode(found[0])  # canonical, or this raises
     con.close()
     size = sum(p.stat().st_size for p in path.parent.iterdir() if p.name.startswith(path.name))
     return seconds, size
@@ -361,7 +362,7 @@ def naive_seconds(path: Path, count: int, seed: int) -> tuple[float, int]:
     history: Counter[str] = Counter()
     subject_seen: dict[int, deque[tuple[int, str]]] = defaultdict(deque)
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    for (data,) in con.execute("SELECT data FROM entries ORDER BY idx LIMIT ?", [count]):
+    for _, data, _ in read_entries(con, 0, count):
         entry = decode(data)
         if entry.kind != "ask":
             continue
