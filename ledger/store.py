@@ -627,6 +627,7 @@ class LedgerStore:
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._reader.execute("PRAGMA query_only = ON")
             self._tree = self._load_tree()
+            self._size = len(self._tree)  # durable entries: the tree never serves past it
             self._latest = self._load_latest()
             if self._latest is not None:
                 self._check_against(self._latest, checkpoint_check)
@@ -854,7 +855,7 @@ class LedgerStore:
 
     def _commit(self, batch: list[_Job]) -> None:
         assert self._writer is not None
-        start = len(self._tree)  # only this thread changes the tree's length
+        start = self._size  # only this thread changes the size
         items = [item for job in batch for item in job.items]
         # leaf_hash and row_seal inlined: a caseload commits a million rows at once.
         sha256, leaf_prefix, seal_domain, pack = hashlib.sha256, LEAF_PREFIX, SEAL_DOMAIN, _U64.pack
@@ -877,6 +878,10 @@ class LedgerStore:
                     )
                 )
             at += count
+        # A bulk append grows the tree while SQLite writes and syncs (which leaves the
+        # interpreter lock free): the tree may run ahead of ``_size``, but nothing reads
+        # past ``_size``, which moves only once the commit is durable.
+        grower = _Grower(self._tree, self._tree_lock, leaves) if segments else None
         try:
             self._writer.execute("BEGIN IMMEDIATE")
             if rows:
@@ -893,11 +898,19 @@ class LedgerStore:
                 self._before_commit(len(items))
             self._writer.execute("COMMIT")
         except BaseException as problem:
+            if grower is not None:
+                grower.join()
             self._fail(problem, batch)
             return
-        # Durable: now (and only now) the tree grows and the callers hear their indexes.
+        # Durable: now (and only now) the log's size grows and the callers hear their
+        # indexes.
+        if grower is not None and (failure := grower.join()) is not None:
+            self._fail(failure, batch)
+            return
         with self._tree_lock:
-            self._tree.extend(leaves)
+            if grower is None:
+                self._tree.extend(leaves)
+            self._size = start + len(items)
         with self._cond:
             self._callers = len(batch) + len(self._queue)
         next_index = start
@@ -909,7 +922,7 @@ class LedgerStore:
         assert self._writer is not None and job.checkpoint is not None
         cp = job.checkpoint
         with self._tree_lock:
-            size = len(self._tree)
+            size = self._size
             actual = self._tree.root(cp.size) if cp.size <= size else None
         latest = self._latest
         if actual is None:
@@ -961,7 +974,7 @@ class LedgerStore:
     def size(self) -> int:
         """The number of durable entries."""
         with self._tree_lock:
-            return len(self._tree)
+            return self._size
 
     def _size_arg(self, size: int | None, current: int) -> int:
         if size is None:
@@ -973,13 +986,13 @@ class LedgerStore:
     def root(self, size: int | None = None) -> bytes:
         """The Merkle tree hash of the first ``size`` entries (default: all)."""
         with self._tree_lock:
-            tree_size = self._size_arg(size, len(self._tree))
+            tree_size = self._size_arg(size, self._size)
             return self._tree.root(tree_size) if tree_size else EMPTY_ROOT
 
     def leaf_hash(self, index: int) -> bytes:
         """The leaf hash of entry ``index``."""
         with self._tree_lock:
-            self._index_arg(index, len(self._tree))
+            self._index_arg(index, self._size)
             return self._tree[index]
 
     def _index_arg(self, index: int, size: int) -> None:
@@ -1005,14 +1018,14 @@ class LedgerStore:
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries."""
         with self._tree_lock:
-            tree_size = self._size_arg(size, len(self._tree))
+            tree_size = self._size_arg(size, self._size)
             self._index_arg(index, tree_size)
             return proofs.inclusion_proof(self._tree, index, size=tree_size)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         """The RFC 9162 consistency proof from tree size ``size1`` to ``size2`` (default: all)."""
         with self._tree_lock:
-            second = self._size_arg(size2, len(self._tree))
+            second = self._size_arg(size2, self._size)
             first = self._size_arg(size1, second)
             return proofs.consistency_proof(self._tree, first, second)
 
@@ -1042,7 +1055,7 @@ class LedgerStore:
         # The served tree only ever holds committed entries, so the snapshot taken
         # first is a prefix of what the read transaction below sees.
         with self._tree_lock:
-            served = (len(self._tree), self._tree.root())
+            served = (self._size, self._tree.root(self._size))
         with self._reader_lock:
             if self._reader is None:
                 raise StoreClosed(f"{self.path} is closed")
@@ -1059,6 +1072,27 @@ def _check_entry_bytes(data: object) -> bytes:
     if not 0 < len(data) <= MAX_ENTRY_BYTES:
         raise ValueError(f"a ledger entry is 1..{MAX_ENTRY_BYTES} bytes, got {len(data)}")
     return data
+
+
+class _Grower:
+    """Extends a tree by some leaves in a thread of its own; `join` returns its error."""
+
+    def __init__(self, tree: MerkleTree, lock: threading.Lock, leaves: list[bytes]) -> None:
+        self._failure: BaseException | None = None
+
+        def grow() -> None:
+            try:
+                with lock:
+                    tree.extend(leaves)
+            except BaseException as problem:  # handed to the sequencer by join
+                self._failure = problem
+
+        self._thread = threading.Thread(target=grow, name="ledger-tree", daemon=True)
+        self._thread.start()
+
+    def join(self) -> BaseException | None:
+        self._thread.join()
+        return self._failure
 
 
 def _segments(

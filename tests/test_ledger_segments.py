@@ -33,6 +33,7 @@ from ledger.store import (
     SEGMENT_MIN,
     LedgerStore,
     LedgerTampered,
+    StoreFailed,
     entries_containing,
     read_entries,
     read_entry,
@@ -214,6 +215,34 @@ def test_entries_containing_searches_rows_and_segments(path: Path) -> None:
         (SEGMENT_MIN + 8, items[SEGMENT_MIN + 7]),
     ]
     assert all(h == leaf(d) for _, d, h in found)
+
+
+def test_a_failed_bulk_commit_serves_nothing_of_it(path: Path) -> None:
+    """The tree grows while SQLite commits; a failed commit must not show any of it."""
+    failing = False
+
+    def before_commit(count: int) -> None:
+        if failing:
+            raise OSError("no space left on device (simulated)")
+
+    kept = entries(SEGMENT_MIN, "kept")
+    store = LedgerStore(path, before_commit=before_commit)
+    try:
+        store.append_many(kept)
+        root, proof = store.root(), store.inclusion_proof(5)
+        failing = True
+        with pytest.raises(StoreFailed):
+            store.append_many(entries(5 * SEGMENT_MIN, "lost"))
+        assert store.size == len(kept) and store.root() == root
+        assert store.inclusion_proof(5) == proof
+        with pytest.raises(ValueError):
+            store.leaf_hash(len(kept))  # past the durable size, though the tree grew
+        with pytest.raises(ValueError):
+            store.root(len(kept) + 1)
+        assert store.verify().ok
+    finally:
+        store.close()
+    check_reads_back(path, kept)
 
 
 # --- 3. tampering with a segment ------------------------------------------------------------
