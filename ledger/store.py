@@ -753,7 +753,7 @@ class LedgerStore:
         if not checked:
             return []
         # `_check_entry_bytes` of each, column-wise: a caseload is a million entries.
-        if not all(type(data) is bytes for data in checked):
+        if set(map(type, checked)) != {bytes}:
             for data in checked:
                 _check_entry_bytes(data)  # raises, naming the wrong type
         if min(map(len, checked)) == 0 or max(map(len, checked)) > MAX_ENTRY_BYTES:
