@@ -63,7 +63,7 @@ import pyarrow as pa
 
 from exchange.errors import ExchangeError
 from exchange.home import Home
-from ledger.store import LedgerTampered, read_entries, read_entry, stored_size
+from ledger.store import LedgerTampered, read_blocks, read_entry, stored_size
 
 if TYPE_CHECKING:
     from exchange.store import ExchangeStore
@@ -166,18 +166,19 @@ def _unix_seconds(digits: np.ndarray) -> np.ndarray:
 
 
 def _decode_chunk(
-    first: int, blobs: Sequence[bytes]
+    first: int, packed: bytes, ends: np.ndarray
 ) -> tuple[dict[str, pa.Array], dict[str, np.ndarray], np.ndarray]:
     """Decode consecutive entries ``first, first+1, …`` column-wise.
 
-    Returns the entry columns, the subject columns, and a mask of entries that do not
-    fit the layout (to be decoded one by one by the caller).
+    ``packed`` holds the entries back to back, ``ends`` where each ends in it (a block
+    of `ledger.store.read_blocks`). Returns the entry columns, the subject columns, and
+    a mask of entries that do not fit the layout (to be decoded one by one by the
+    caller).
     """
-    n = len(blobs)
-    lengths = np.fromiter(map(len, blobs), np.int64, n)
-    data = np.frombuffer(b"".join(blobs) + bytes(64), np.uint8)  # slack: no read overruns
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
+    n = len(ends)
+    data = np.frombuffer(packed + bytes(64), np.uint8)  # slack: no read overruns
+    starts = np.concatenate(([0], ends[:-1]))
+    lengths = ends - starts
     limit = len(data) - 40
     bad = (lengths < 30) | (data[starts] != 1) | ~np.isin(data[starts + 1], (1, 2))
     kind = data[starts + 1].astype(np.int8)
@@ -386,24 +387,24 @@ def _read_range(path: Path, start: int, stop: int, chunk: int) -> LedgerFrame:
 
     con = _connect_read_only(path)
     try:
-        stored = read_entries(con, start, stop)
         parts: dict[str, list[pa.Array]] = {name: [] for name in _ENTRY_COLUMNS}
         subject_parts: dict[str, list[np.ndarray]] = {"idx": [], "t": [], "tag": []}
         at = start
-        while rows := list(itertools.islice(stored, chunk)):
-            if [row[0] for row in rows] != list(range(at, at + len(rows))):
+        for first, packed, ends_blob in read_blocks(con, start, stop, entries=chunk):
+            if first != at:
                 break  # a gap (or a position held twice): reported below
-            blobs = [row[1] for row in rows]
-            columns, subjects, bad = _decode_chunk(at, blobs)
+            ends = np.frombuffer(ends_blob, ">u4").astype(np.int64)
+            columns, subjects, bad = _decode_chunk(at, packed, ends)
             if bad.any():
                 for i in np.flatnonzero(bad):
-                    decode(blobs[int(i)])  # raises EntryInvalid, naming what is wrong
+                    begin = int(ends[i - 1]) if i else 0
+                    decode(packed[begin : int(ends[i])])  # raises EntryInvalid: what is wrong
                 raise LedgerUnreadable(f"entry {at + int(np.flatnonzero(bad)[0])} is unreadable")
             for name in _ENTRY_COLUMNS:
                 parts[name].append(columns[name])
             for name, values in subjects.items():
                 subject_parts[name].append(values)
-            at += len(blobs)
+            at += len(ends)
         if at != stop:
             raise LedgerUnreadable(
                 f"the ledger has a gap: {at - start} entries found in [{start}, {stop})"

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import struct
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from ledger.store import (
     LedgerTampered,
     StoreFailed,
     entries_containing,
+    read_blocks,
     read_entries,
     read_entry,
     stored_size,
@@ -128,6 +130,17 @@ def test_a_segment_is_cut_at_its_byte_bound(path: Path) -> None:
 # --- 2. reading it back, whatever the mix -------------------------------------------------
 
 
+def unblocked(blocks: Iterator[tuple[int, bytes, bytes]]) -> list[tuple[int, bytes]]:
+    """The entries of `read_blocks`' blocks, checking each block starts where the last ended."""
+    out: list[tuple[int, bytes]] = []
+    for first, data, ends in blocks:
+        assert not out or first == out[-1][0] + 1
+        stops = struct.unpack(f">{len(ends) // 4}I", ends)
+        assert stops and stops[-1] == len(data)
+        out += [(first + k, data[a:b]) for k, (a, b) in enumerate(itertools.pairwise((0, *stops)))]
+    return out
+
+
 def check_reads_back(path: Path, appended: list[bytes]) -> None:
     leaves = [leaf(d) for d in appended]
     expected_root = merkle_root(leaves)
@@ -149,6 +162,11 @@ def check_reads_back(path: Path, appended: list[bytes]) -> None:
         )
         assert read_entry(con, len(appended)) is None
         assert list(read_entries(con, 3, 7)) == [(i, appended[i], leaves[i]) for i in range(3, 7)]
+        for start, stop, size in ((0, None, 65536), (0, None, 7), (3, len(appended) - 2, 5)):
+            assert (
+                unblocked(read_blocks(con, start, stop, entries=size))
+                == list(enumerate(appended))[start:stop]
+            )
     finally:
         con.close()
     report = verify_store(path)
@@ -378,6 +396,8 @@ def test_a_deleted_segment_or_a_row_in_its_place_is_caught(
     con.execute("DELETE FROM segments")
     assert first_bad(path) == BEFORE
     refuses_to_open(path)
+    blocks = [(first, len(ends) // 4) for first, _, ends in read_blocks(con)]
+    assert blocks == [(0, BEFORE), (BEFORE + COUNT, 2)]  # the gap shows between blocks
     con.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)", row)
     assert verify_store(path).ok
     at = BEFORE + 5  # a well-formed row at a position the segment holds
