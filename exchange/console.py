@@ -9,8 +9,12 @@
   form: a resident ID never goes into a URL).
 
 The token from `onceonly token issue` is the login: it is kept in an HttpOnly,
-SameSite=Strict cookie, so other sites cannot make the browser use it. Every value shown
-is HTML-escaped; every action goes through the same library calls as the API.
+SameSite=Strict cookie (Secure when served over HTTPS), so other sites cannot make the
+browser use it. Every form post must also come from the console's own origin: a browser
+says where a request comes from (``Sec-Fetch-Site``, ``Origin``), and a post from another
+site is refused before anything happens — the login form included, which no cookie
+guards (another site could otherwise sign a caseworker in as someone else). Every value
+shown is HTML-escaped; every action goes through the same library calls as the API.
 """
 
 import datetime as dt
@@ -20,8 +24,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.home import Home
 from exchange.policy import Principal
@@ -72,6 +77,23 @@ def _page(title: str, body: str, who: Principal | None = None, style: str = "") 
     )
 
 
+def same_origin(request: Request) -> None:
+    """Refuse a form posted by a page of another site (cross-site request forgery).
+
+    Browsers send ``Sec-Fetch-Site`` (and ``Origin`` on posts); a request without
+    either is not a browser's cross-site form (curl, a test client) and passes.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise StarletteHTTPException(403, f"a console form posted from a {site} page")
+    origin = request.headers.get("origin")
+    # Host and port only: behind a TLS proxy the scheme seen here is not the page's.
+    if origin is not None and urllib.parse.urlsplit(origin).netloc != request.headers.get(
+        "host", ""
+    ):
+        raise StarletteHTTPException(403, "a console form posted from another origin")
+
+
 def add_console(
     app: FastAPI,
     home: Home,
@@ -102,17 +124,23 @@ def add_console(
         )
         return _page("console", body)
 
-    @app.post("/console/login", include_in_schema=False)
-    def login(token: str = Form(max_length=200)) -> Response:
+    @app.post("/console/login", dependencies=[Depends(same_origin)], include_in_schema=False)
+    def login(request: Request, token: str = Form(max_length=200)) -> Response:
         who = tokens().authenticate(token.strip())
         if who is None:
             return _page("console", "<section><p class='refused'>That token is not valid.</p>"
                          "<a href='/console'>Try again</a></section>")  # fmt: skip
         response = RedirectResponse(f"/console/{who.role}", status_code=303)
-        response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
+        response.set_cookie(
+            COOKIE,
+            token.strip(),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
         return response
 
-    @app.post("/console/logout", include_in_schema=False)
+    @app.post("/console/logout", dependencies=[Depends(same_origin)], include_in_schema=False)
     def logout() -> Response:
         response = RedirectResponse("/console", status_code=303)
         response.delete_cookie(COOKIE)
@@ -177,7 +205,12 @@ def add_console(
             )
         return _page("caseworker", body, who)
 
-    @app.post("/console/caseworker/ask", response_class=HTMLResponse, include_in_schema=False)
+    @app.post(
+        "/console/caseworker/ask",
+        dependencies=[Depends(same_origin)],
+        response_class=HTMLResponse,
+        include_in_schema=False,
+    )
     async def caseworker_ask(request: Request) -> Response:
         from exchange.ask import AskFailed, AskRefused
         from exchange.facts import load_fact
@@ -311,8 +344,12 @@ def add_console(
             build_report(data), headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )
 
-    @app.post("/console/auditor/citizen-report", response_class=HTMLResponse,
-              include_in_schema=False)  # fmt: skip
+    @app.post(
+        "/console/auditor/citizen-report",
+        dependencies=[Depends(same_origin)],
+        response_class=HTMLResponse,
+        include_in_schema=False,
+    )
     def auditor_citizen_report(
         request: Request,
         resident_id: str = Form(max_length=64),

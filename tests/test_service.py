@@ -479,6 +479,40 @@ def test_the_auditor_console_shows_alerts_charts_and_a_citizen_report(
         assert "This page is for auditors" in other.get("/console/auditor").text
 
 
+def test_console_forms_posted_from_another_site_are_refused(server: dict[str, Any]) -> None:
+    """Cross-site request forgery: the login (no cookie guards it) and every other form."""
+    token = server["tokens"]["caseworker"]
+    foreign = [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": server["base"]},
+    ]
+    with _client(server, None) as browser:
+        for headers in foreign:
+            login = browser.post(
+                "/console/login", data={"token": token}, headers=headers, follow_redirects=False
+            )
+            assert login.status_code == 403, headers
+            assert "set-cookie" not in login.headers and login.json()["code"] == "http_error"
+        own = {"Origin": server["base"], "Sec-Fetch-Site": "same-origin"}
+        signed_in = browser.post(
+            "/console/login", data={"token": token}, headers=own, follow_redirects=False
+        )
+        assert signed_in.status_code == 303 and "set-cookie" in signed_in.headers
+    size = httpx.get(server["base"] + "/v1/public/health", timeout=10).json()["ledger_size"]
+    form = {"certificate": "alive", "person_id": server["subject"],
+            "service_matter": "RS-YL-01", "case_ref": CASE}  # fmt: skip
+    with httpx.Client(base_url=server["base"], cookies={"onceonly_token": token}) as console:
+        forged = console.post(
+            "/console/caseworker/ask", data=form, headers={"Origin": "http://evil.example"}
+        )
+        assert forged.status_code == 403
+    # Refused before anything ran: no ask was made, so none was ledgered.
+    after = httpx.get(server["base"] + "/v1/public/health", timeout=10).json()["ledger_size"]
+    assert after == size
+
+
 # --- fuzzing and a browser ---------------------------------------------------------------
 
 
