@@ -34,6 +34,7 @@ brute-forced back to a resident ID, which has too few possible values to hide al
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -46,7 +47,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,8 @@ class AskArchive:
         )
         self._batches = path.parent / "batches"
         self._batches.mkdir(mode=0o700, exist_ok=True)
+        for stray in self._batches.glob("*.tmp"):  # staged by a process that then died
+            stray.unlink()
         self._lock = threading.Lock()
 
     def record_one(self, row: tuple[int, str, str, str, str, str, str, str]) -> None:
@@ -216,23 +219,34 @@ class AskArchive:
         with self._lock:
             self._con.execute("INSERT OR REPLACE INTO asks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
 
-    def record_batch(self, rows: pa.Table) -> None:
-        """A caseload's questions as one Parquet file, indexed by its ledger-index range."""
-        if rows.num_rows == 0:
-            return
+    def stage_batch(self, first: int, rows: pa.Table) -> Path:
+        """Write a caseload's questions, numbered from ledger index ``first``, to a file.
+
+        The file is not part of the archive until `keep_batch` (once the caseload's
+        ledger entries are durable; it is written while they become so), and
+        `drop_batch` removes it if they never do.
+        """
         import pyarrow.parquet as pq
 
-        first = int(pc.min(rows.column("ledger_index")).as_py())
-        last = int(pc.max(rows.column("ledger_index")).as_py())
-        path = self._batches / f"{first:012d}.parquet"
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(rows, tmp)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        numbered = pa.array(np.arange(first, first + rows.num_rows, dtype=np.int64))
+        staged = self._batches / f"{first:012d}.tmp"
+        pq.write_table(rows.add_column(0, "ledger_index", numbered), staged)
+        os.chmod(staged, 0o600)
+        return staged
+
+    def keep_batch(self, staged: Path, first: int, count: int) -> None:
+        """Make a staged caseload part of the archive: entries ``first`` .. +count-1."""
+        path = staged.with_suffix(".parquet")
+        staged.replace(path)
         with self._lock:
             self._con.execute(
-                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", [first, last, path.name]
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?)",
+                [first, first + count - 1, path.name],
             )
+
+    @staticmethod
+    def drop_batch(staged: Path) -> None:
+        staged.unlink(missing_ok=True)
 
     def get(self, index: int) -> dict[str, Any] | None:
         found = self._get_single(index)
@@ -813,26 +827,40 @@ class Exchange:
             relied_on=(),
         )
         refused_count = table.num_rows - n
-        # Fail closed: one durable commit for the whole caseload before anything else.
-        indexes = self.log.append_answer_columns(
-            template, digests, tags, commitments, [refusal] * refused_count
-        )
-        answered_indexes = pa.array(indexes[:n], pa.int64())
         nonce_hex = _hex_column(pool, 16, n)
-        self.archive.record_batch(
-            pa.table(
-                {
-                    "ledger_index": answered_indexes,
-                    "fact": pa.repeat(pa.scalar(fact.ref), n),
-                    "params": params_json,
-                    "result": result_json,
-                    "relied_on": pa.repeat(pa.scalar(relied_json), n),
-                    "time": pa.repeat(pa.scalar(time), n),
-                    "nonce": nonce_hex,
-                    "digest": _hex_column(b"".join(digests), 32, n),
-                }
-            )
+        archived = pa.table(
+            {
+                "fact": pa.repeat(pa.scalar(fact.ref), n),
+                "params": params_json,
+                "result": result_json,
+                "relied_on": pa.repeat(pa.scalar(relied_json), n),
+                "time": pa.repeat(pa.scalar(time), n),
+                "nonce": nonce_hex,
+                "digest": _hex_column(b"".join(digests), 32, n),
+            }
         )
+        # Fail closed: one durable commit for the whole caseload before anything else.
+        # Its archive file is written meanwhile, from the moment the entries have their
+        # indexes, and becomes part of the archive only once they are durable.
+        staged: list[Future[Path]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="onceonly-archive") as writer:
+
+            def placed(first: int) -> None:  # in the ledger's sequencer: start, not wait
+                if n:
+                    staged.append(writer.submit(self.archive.stage_batch, first, archived))
+
+            try:
+                indexes = self.log.append_answer_columns(
+                    template, digests, tags, commitments, [refusal] * refused_count, placed=placed
+                )
+            except BaseException:
+                for future in staged:
+                    with contextlib.suppress(Exception):
+                        self.archive.drop_batch(future.result())
+                raise
+            files = [future.result() for future in staged]
+        for file in files:
+            self.archive.keep_batch(file, indexes[0], n)
         # Back to the caller's row order: answered rows took the first indexes, in order.
         fits = ok.to_numpy(zero_copy_only=False).astype(bool)
         row_index = np.empty(len(fits), np.int64)

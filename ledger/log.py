@@ -35,7 +35,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -370,10 +370,15 @@ class Log:
         tags: Sequence[Sequence[bytes]],
         commitments: Sequence[Sequence[bytes]],
         others: Sequence[Entry] = (),
+        *,
+        placed: Callable[[int], None] | None = None,
     ) -> list[int]:
-        """`append_answers` with the answers as columns (see `encode_answer_columns`)."""
+        """`append_answers` with the answers as columns (see `encode_answer_columns`).
+
+        ``placed``: see `LedgerStore.append_many`.
+        """
         items = encode_answer_columns(template, digests, tags, commitments)
-        return self._store.append_many(items + [encode(entry) for entry in others])
+        return self._store.append_many(items + [encode(entry) for entry in others], placed=placed)
 
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Sign, cosign and record a checkpoint of the log as it is; return the signed note.

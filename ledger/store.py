@@ -650,6 +650,7 @@ class _Job:
     items: Sequence[bytes] = ()
     checkpoint: StoredCheckpoint | None = None
     done: Future[list[int]] = field(default_factory=Future)
+    placed: Callable[[int], None] | None = None  # see `append_many`
 
 
 class LedgerStore:
@@ -810,10 +811,17 @@ class LedgerStore:
         """Append one entry; return its index once it is durable (group-committed)."""
         return self._submit(_Job(items=[_check_entry_bytes(data)]))[0]
 
-    def append_many(self, items: Sequence[bytes]) -> list[int]:
+    def append_many(
+        self, items: Sequence[bytes], *, placed: Callable[[int], None] | None = None
+    ) -> list[int]:
         """Append entries in one transaction, at consecutive indexes; return them once durable.
 
         At least `SEGMENT_MIN` of them are stored as segments (see the module docstring).
+        ``placed``, if given, is called by the sequencer with the first index once the
+        entries have their place, before they are written: a caller may start work that
+        needs the indexes (elsewhere: it must return at once) while they become durable,
+        and must still not act on them before this returns. If it raises, the commit
+        fails, as a failing disk would fail it.
         """
         checked = list(items)
         if not checked:
@@ -825,7 +833,7 @@ class LedgerStore:
         if min(map(len, checked)) == 0 or max(map(len, checked)) > MAX_ENTRY_BYTES:
             for data in checked:
                 _check_entry_bytes(data)  # raises, naming the wrong size
-        return self._submit(_Job(items=checked))
+        return self._submit(_Job(items=checked, placed=placed))
 
     def record_checkpoint(self, size: int, root: bytes, note_text: str) -> None:
         """Record a signed checkpoint of this log.
@@ -949,6 +957,11 @@ class LedgerStore:
         # past ``_size``, which moves only once the commit is durable.
         grower = _Grower(self._tree, self._tree_lock, leaves) if segments else None
         try:
+            first = start
+            for job in batch:
+                if job.placed is not None:
+                    job.placed(first)
+                first += len(job.items)
             self._writer.execute("BEGIN IMMEDIATE")
             if rows:
                 self._writer.executemany(

@@ -151,6 +151,34 @@ def test_fail_closed_no_answer_without_a_durable_entry(city: dict[str, Any]) -> 
         assert log.size == before
 
 
+def test_a_batch_whose_commit_fails_leaves_no_answers_and_no_archive(
+    city: dict[str, Any],
+) -> None:
+    """The archive file is written while the entries become durable: a failed commit
+    (the disk failing at COMMIT, after the entries had their indexes) must leave none."""
+    from exchange.ask import archive_path
+    from ledger.store import StoreFailed
+
+    home = city["home"]
+    batches = archive_path(home).parent / "batches"
+    people = pa.table({"person_id": city["alive"][:80]})
+
+    def disk_fails(count: int) -> None:
+        raise OSError("no space left on device (simulated)")
+
+    with Exchange.open(home) as exchange:
+        exchange.ask_batch("person.alive", people, case_ref=CASE, **HRSS)  # a kept one
+        files = sorted(p.name for p in batches.iterdir())
+        before = exchange.log.size
+        exchange.log._store._before_commit = disk_fails  # the store's hook for a bad disk
+        with pytest.raises(StoreFailed):
+            exchange.ask_batch("person.alive", people, case_ref=CASE, **HRSS)
+        assert sorted(p.name for p in batches.iterdir()) == files  # nothing staged is left
+        assert exchange.archive.get(before) is None
+    with open_log(home) as log:
+        assert log.size == before
+
+
 def test_rate_limits_and_embargo_rights(city: dict[str, Any]) -> None:
     policy = dataclasses.replace(load_policy(), per_minute=3)
     person = city["alive"][4]
