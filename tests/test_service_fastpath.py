@@ -9,11 +9,14 @@ makes the two comparable request by request.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +25,7 @@ import uvicorn
 
 from exchange import demo
 from exchange.home import Home
-from exchange.service import create_app
+from exchange.service import MAX_JSON_BYTES, create_app
 from exchange.store import ExchangeStore
 from exchange.tokens import TokenStore
 
@@ -195,3 +198,31 @@ def test_a_token_revoked_by_the_cli_fails_at_once(served: dict[str, Any]) -> Non
     response, served_fast = _post(served, "to_revoke", content, FAST)
     assert response.status_code == 401 and response.json()["code"] == "unauthenticated"
     assert served_fast == 0
+
+
+def test_a_chunked_body_the_fast_path_reads_is_held_to_the_json_limit(tmp_path: Path) -> None:
+    """With a token, the fast path reads the body itself: still inside `_BodyLimit` (413)."""
+    app = create_app(Home(tmp_path / "home"))
+    body = json.dumps({"fact": "person.alive", "params": {}, "pad": "x" * (4 << 20)}).encode()
+    chunks = [body[i : i + (64 << 10)] for i in range(0, len(body), 64 << 10)]
+    pulled, sent = 0, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        if not chunks:
+            return {"type": "http.disconnect"}
+        pulled += len(chunks[0])
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked"),
+               (b"authorization", b"Bearer oo_deadbeef_x")]  # fmt: skip
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/asks", "raw_path": b"/v1/asks",
+             "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and json.loads(sent[1]["body"])["code"] == "too_large"
+    assert pulled <= MAX_JSON_BYTES + (64 << 10)
