@@ -119,4 +119,15 @@ def serve(
     # Many request threads share one interpreter: hand the GIL on every millisecond
     # rather than every 5 (the default), so no ask waits long behind another's work.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    uvicorn.run(create_app(home), host=host, port=port, log_level="warning")
+    # uvloop and httptools (locked, through uvicorn[standard]) named rather than "auto",
+    # which would fall back to asyncio and h11 without a word; no access log (at
+    # "warning" it prints nothing, yet each request still formats its arguments).
+    uvicorn.run(
+        create_app(home),
+        host=host,
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )

@@ -10,6 +10,8 @@ stored as hashes). Each role reaches only its own endpoints; a steward acts only
 their own department. Unknown or revoked token → 401; wrong role or department → 403
 with a reason; an ask refused by policy → 403 *and* a ledger entry, as always.
 Errors are JSON ``{"code": …, "message": …}`` with a stable code; no traceback leaves.
+The hot route, ``POST /v1/asks``, has a fast path in front of FastAPI for its common
+case (`_AskFastPath`); it answers exactly as the route does and hands it everything else.
 
 Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``):
 
@@ -33,12 +35,14 @@ never in a URL, so it never reaches an access log.
 The web console (``/console``) is server-rendered HTML over the same library calls.
 """
 
+import asyncio
 import datetime as dt
 import io
 import json
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,7 +50,7 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.ask import AskFailed, AskRefused, Exchange
@@ -61,6 +65,11 @@ API_VERSION = "v1"
 MAX_JSON_BYTES = 1 << 20  # 1 MiB: a fact's parameters or a schema never need more
 MAX_UPLOAD_BYTES = 256 << 20  # a publication package or a batch file
 SWITCH_INTERVAL = 0.001  # seconds; sys.setswitchinterval for the serving process
+# Threads that run asks for `_AskFastPath`: enough waiting callers for the ledger's group
+# commit to share an fsync, far fewer than the 40 of the framework's pool (every thread
+# more is one more contender for the GIL the event loop needs). 4, 8 and 16 measured
+# alike with 32 clients on the 2-core development machine.
+ASK_THREADS = 8
 
 
 class ApiError(Exception):
@@ -212,9 +221,11 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
         with Exchange.open(home, precompute=True, clock=clock) as exchange:
             state["exchange"] = exchange
             state["tokens"] = TokenStore.open(home)
+            state["asking"] = ThreadPoolExecutor(ASK_THREADS, thread_name_prefix="ask")
             try:
                 yield
             finally:
+                state["asking"].shutdown(wait=True)
                 state["tokens"].close()
 
     app = FastAPI(
@@ -261,12 +272,10 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
             status_code=500,
         )
 
-    app.add_middleware(_BodyLimit)
-
     # --- authentication ------------------------------------------------------------
 
     def principal(authorization: str | None) -> Principal:
-        token = (authorization or "").removeprefix("Bearer ").strip()
+        token = _bearer(authorization)
         found = state["tokens"].authenticate(token) if token else None
         if found is None:
             raise ApiError(401, "unauthenticated", "a valid API token is required (Bearer)")
@@ -365,6 +374,10 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
     )
     def ask(body: AskBody, who: Caseworker) -> JSONResponse:
         """Ask one fact: policy, query, durable ledger entry, then the signed answer."""
+        return answer_ask(body, who)
+
+    def answer_ask(body: AskBody, who: Principal) -> JSONResponse:
+        # The route's body, shared with `_AskFastPath`: one way to answer an ask.
         try:
             answer = exchange().ask(
                 body.fact,
@@ -641,6 +654,39 @@ def create_app(home: Home, *, now: Callable[[], dt.datetime] | None = None) -> F
         return report.to_dict()
 
     _library_errors(app)
+
+    # --- the hot route's fast path (see `_AskFastPath`) -------------------------------
+
+    app.state.fast_asks = 0  # asks `_AskFastPath` answered itself (the tests look)
+
+    async def fast_ask(scope: Any, raw: bytes, authorization: str) -> Response | None:
+        # The route's own checks in the route's order of outcome; None: let the route say.
+        token = _bearer(authorization)
+        who = state["tokens"].authenticate(token) if token else None
+        if who is None or who.role != "caseworker":
+            return None  # 401 / 403
+        try:
+            body = AskBody.model_validate_json(raw)
+        except ValidationError:
+            return None  # 422 in the route's words
+        app.state.fast_asks += 1
+        try:
+            # In a thread: the ask waits for the ledger's group commit (an fsync).
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(state["asking"], answer_ask, body, who)
+        except Exception as error:
+            # Asked, hence ledgered: answer the error here exactly as the route's
+            # exception handlers would; the rest (500) is ServerErrorMiddleware's.
+            handler = _handler_for(app.exception_handlers, error)
+            if handler is None:
+                raise
+            found: Response = await handler(Request(scope), error)
+            return found
+
+    # Outermost first: the body limit, then the fast path, then FastAPI's own stack.
+    app.add_middleware(_AskFastPath, handle=fast_ask)
+    app.add_middleware(_BodyLimit)
+
     from exchange.console import add_console
 
     add_console(app, home, exchange, lambda: state["tokens"], clock)
@@ -701,6 +747,72 @@ class _BodyLimit:
         except _BodyTooLarge:
             if not started:  # the application was still reading: nothing sent yet
                 await _too_large(limit)(scope, receive, send)
+
+
+class _AskFastPath:
+    """``POST /v1/asks`` in its common case, without FastAPI's per-request machinery.
+
+    The hot route's well-formed case -- ``Content-Type: application/json``, a valid
+    caseworker's token, a body the route's own model accepts -- is answered here by
+    ``handle``, which makes the route's calls (same model, same authentication, same
+    library call, same response). Anything else -- another or no content type, no
+    token, a body the model refuses, a client gone mid-body -- goes to the FastAPI route
+    unchanged, its body replayed, so every error keeps its shape and the OpenAPI
+    document stays the route's. Routing, dependency solving and the response model cost
+    more than the ask itself (about 0.6 ms of Python a request on the development
+    machine, against 0.4 ms for the ask).
+    """
+
+    def __init__(
+        self, app: Any, handle: Callable[[Any, bytes, str], Awaitable[Response | None]]
+    ) -> None:
+        self.app, self.handle = app, handle
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/asks" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        content_type = authorization = None
+        for name, value in scope["headers"]:  # the first of each, as the route reads them
+            if name == b"content-type" and content_type is None:
+                content_type = value
+            elif name == b"authorization" and authorization is None:
+                authorization = value
+        if content_type != b"application/json" or authorization is None:
+            await self.app(scope, receive, send)
+            return
+        read: list[Any] = []
+        while True:
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        if message["type"] == "http.request":
+            body = b"".join(m.get("body", b"") for m in read)
+            response = await self.handle(scope, body, authorization.decode("latin-1"))
+            if response is not None:
+                await response(scope, receive, send)
+                return
+
+        async def replay() -> Any:
+            return read.pop(0) if read else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _bearer(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer`` header ('' when there is none)."""
+    return (authorization or "").removeprefix("Bearer ").strip()
+
+
+def _handler_for(handlers: dict[Any, Any], error: Exception) -> Any:
+    """The exception handler Starlette's ExceptionMiddleware would pick for ``error``."""
+    for cls in type(error).__mro__:
+        if cls is Exception:
+            return None  # ServerErrorMiddleware's (500), not ExceptionMiddleware's
+        if cls in handlers:
+            return handlers[cls]
+    return None
 
 
 def _too_large(limit: int) -> JSONResponse:

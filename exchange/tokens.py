@@ -5,6 +5,15 @@ revocations; the exchange keeps ``SHA-256(token)`` and never the token itself, s
 copy of the home does not hand out working credentials. A token is bound to its
 principal (`steward:`, `caseworker:` or `auditor:<department>/<user>`), hence to a
 department and a role.
+
+`authenticate` remembers the tokens it has verified, for as long as the token file is
+unchanged: SQLite increments the *file change counter* in the database header (bytes
+24-27) on every committed write in rollback-journal mode, and the store reads it through
+a shared memory map -- no query, no system call, no release of the GIL on a serving
+process's event loop. A revocation by any process (`onceonly token revoke`) is a commit,
+so the next authentication after it returns sees a new counter, drops what it
+remembered and asks the database. In WAL mode the counter is not kept up: the store
+then remembers nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import mmap
 import secrets
 import sqlite3
 import threading
@@ -62,12 +72,18 @@ class TokenStore:
             path.chmod(0o600)
         self._con.execute(_DDL)
         self._lock = threading.Lock()
+        # The header's first page, shared with every process that writes the file.
+        with path.open("rb") as file:
+            self._header = mmap.mmap(file.fileno(), 100, access=mmap.ACCESS_READ)
+        self._verified: dict[str, Principal] = {}  # token -> principal, while unchanged
+        self._verified_in = b""  # the header's counter those were verified under
 
     @classmethod
     def open(cls, home: Home) -> TokenStore:
         return cls(tokens_path(home.require()))
 
     def close(self) -> None:
+        self._header.close()
         self._con.close()
 
     def issue(self, principal: str, *, now: dt.datetime | None = None) -> tuple[str, TokenInfo]:
@@ -107,6 +123,13 @@ class TokenStore:
         """The principal a valid, unrevoked token stands for; None otherwise."""
         if not token.startswith("oo_") or len(token) > 200:
             return None
+        # Read before the query: a commit after this read changes the counter, so what
+        # the query finds is never remembered past a change it may have missed.
+        version = self._version()
+        if version and version == self._verified_in:
+            found = self._verified.get(token)
+            if found is not None:
+                return found
         with self._lock:
             row = self._con.execute(
                 "SELECT sha256, principal, revoked_at FROM tokens WHERE id = ?", [token[3:11]]
@@ -115,4 +138,22 @@ class TokenStore:
             return None
         if not hmac.compare_digest(row[0], _digest(token)):
             return None
-        return parse_principal(row[1])
+        principal = parse_principal(row[1])
+        if principal is not None and version:
+            with self._lock:
+                if version != self._verified_in or len(self._verified) >= _REMEMBERED:
+                    self._verified = {}
+                    self._verified_in = version
+                self._verified[token] = principal
+        return principal
+
+    def _version(self) -> bytes:
+        """The file change counter; b'' when it cannot be trusted (WAL mode, say)."""
+        header = self._header[:28]
+        # Bytes 18-19: file format write/read versions, 1 for rollback journals, 2 for WAL.
+        if header[:16] != b"SQLite format 3\x00" or header[18] != 1 or header[19] != 1:
+            return b""
+        return header[24:28]
+
+
+_REMEMBERED = 4096  # verified tokens kept at most (one per principal is the usual)
