@@ -13,7 +13,8 @@ a shared memory map -- no query, no system call, no release of the GIL on a serv
 process's event loop. A revocation by any process (`onceonly token revoke`) is a commit,
 so the next authentication after it returns sees a new counter, drops what it
 remembered and asks the database. In WAL mode the counter is not kept up: the store
-then remembers nothing.
+then remembers nothing. The map follows the file that was opened: a token file replaced
+by another one (a restore from a backup) is seen only by a restarted service.
 """
 
 from __future__ import annotations
