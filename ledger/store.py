@@ -73,7 +73,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -643,13 +642,51 @@ def _check_format(
 # --- the store ----------------------------------------------------------------------
 
 
+class _Done:
+    """A job's outcome, from the sequencer to the one caller waiting for it.
+
+    The part of `concurrent.futures.Future` the store uses (``set_result``,
+    ``set_exception``, ``done``, ``result``) on one lock taken at creation: the caller
+    blocks taking it again, the sequencer releases it once, after setting the outcome.
+    A Future builds a condition and a waiter lock per wait; single appends pay for
+    that thousands of times a second. Only the sequencer sets an outcome, once.
+    """
+
+    __slots__ = ("_done", "_error", "_lock", "_result")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self._result: list[int] = []
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done  # not the lock: a woken caller holds it for a moment
+
+    def set_result(self, result: list[int]) -> None:
+        self._result, self._done = result, True
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+        self._lock.release()
+
+    def result(self) -> list[int]:
+        with self._lock:  # held until the sequencer releases it: the outcome is set
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 @dataclass
 class _Job:
     """Queued work for the sequencer: entries to append, or one checkpoint to record."""
 
     items: Sequence[bytes] = ()
     checkpoint: StoredCheckpoint | None = None
-    done: Future[list[int]] = field(default_factory=Future)
+    done: _Done = field(default_factory=_Done)
     placed: Callable[[int], None] | None = None  # see `append_many`
 
 
@@ -710,6 +747,7 @@ class LedgerStore:
         self._closing = False
         self._failure: BaseException | None = None
         self._callers = 1  # how many callers the last commit showed; see _take_batch
+        self._wake_at = 1  # the queue length at which `_submit` wakes the sequencer
         self._sequencer = threading.Thread(
             target=self._run, name=f"ledger-sequencer:{self.path.name}", daemon=True
         )
@@ -859,7 +897,8 @@ class LedgerStore:
             if self._closing:
                 raise StoreClosed(f"{self.path} is closed")
             self._queue.append(job)
-            self._cond.notify()
+            if len(self._queue) >= self._wake_at:  # else the sequencer sleeps on
+                self._cond.notify()
         return job.done.result()
 
     def close(self) -> None:
@@ -912,11 +951,13 @@ class LedgerStore:
             wanted = min(self._callers, self._max_batch)
             if wanted > 1 and self._max_wait > 0:
                 deadline = time.monotonic() + self._max_wait
+                self._wake_at = wanted  # one wake-up when they are all there, not one each
                 while len(self._queue) < wanted and not self._closing:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                self._wake_at = 1
             batch: list[_Job] = []
             count = 0
             while self._queue and self._queue[0].checkpoint is None:
