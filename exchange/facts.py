@@ -36,7 +36,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from exchange.errors import ExchangeError
 from exchange.paths import schemas_dir
+from exchange.residentid import problem as id_problem
 from exchange.residentid import valid_mask
 
 PARAMETER_TYPES = ("resident_id", "division_code", "city_code", "integer", "date", "enum", "string")
@@ -114,14 +115,20 @@ class Fact:
     query: str
     path: Path
 
-    @property
+    # Cached (in the instance's dict; the fields stay frozen): every single ask reads
+    # these several times.
+    @cached_property
     def ref(self) -> str:
         """`id@version`, how catalogues and answers name one fact contract."""
         return f"{self.id}@{self.version}"
 
-    @property
+    @cached_property
     def subjects(self) -> tuple[Parameter, ...]:
         return tuple(p for p in self.parameters if p.subject)
+
+    @cached_property
+    def parameter_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.parameters)
 
     def parameter(self, name: str) -> Parameter:
         for parameter in self.parameters:
@@ -422,9 +429,7 @@ def check_one(
     holds them together) for the single ask, where building Arrow arrays for one row
     would cost more than the checks. Unknown or missing names raise `InvalidParameters`.
     """
-    from exchange.residentid import problem
-
-    names = {p.name for p in fact.parameters}
+    names = fact.parameter_names
     if set(params) != names:
         missing, extra = names - set(params), set(params) - names
         raise InvalidParameters(
@@ -444,7 +449,7 @@ def check_one(
         kind = parameter.type
         value: object = text
         if kind == "resident_id":
-            ok = problem(text) is None
+            ok = id_problem(text) is None
         elif kind == "division_code":
             ok = bool(_DIVISION.fullmatch(text))
         elif kind == "city_code":
