@@ -34,6 +34,7 @@ brute-forced back to a resident ID, which has too few possible values to hide al
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -46,7 +47,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ from exchange.facts import (
 )
 from exchange.home import Home
 from exchange.ledgerlink import log_signer, open_log, subject_key
-from exchange.policy import Policy, RateLimiter, load_policy, parse_principal
+from exchange.policy import Policy, Principal, RateLimiter, load_policy, parse_principal
 from exchange.store import ExchangeStore, publication_table, utc
 from ledger.entries import (
     Entry,
@@ -97,6 +98,7 @@ ANSWER_DOMAIN = b"onceonly-answer-v1\x00"
 UNFIT_PARAMETERS = "parameters do not fit the fact contract"
 _NOT_TABULATED = object()
 RECEIPT_HEADER = "onceonly answer receipt v1"
+ARCHIVE_ROWS = 256  # per statement: 8 parameters a row, far below SQLite's 32,766
 _LONG_DIGITS = re.compile(r"[0-9]{15}")
 _IDENTIFIER_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-"
@@ -163,11 +165,27 @@ def canonical_answer(
         "relied_on": sorted(relied_on),
         "time": time,
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL_JSON(document).encode()
+
+
+# `json.dumps` with these arguments builds an encoder per call; one of each, made once,
+# writes the same text (an encoder keeps no state between calls).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_ARCHIVE_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 def answer_digest(canonical: bytes, nonce: bytes) -> bytes:
     return hashlib.sha256(ANSWER_DOMAIN + nonce + canonical).digest()
+
+
+def _principal(text: str) -> Principal | None:
+    """`parse_principal`, remembered: a caseworker asks again and again (it is immutable)."""
+    return _parsed_principal(text) if type(text) is str else parse_principal(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_principal(text: str) -> Principal | None:
+    return parse_principal(text)
 
 
 def _identifier(text: object) -> str:
@@ -216,8 +234,16 @@ class AskArchive:
 
     def record_one(self, row: tuple[int, str, str, str, str, str, str, str]) -> None:
         """One answered ask: a single statement, its own (WAL, unsynced) transaction."""
+        self.record_rows([row])
+
+    def record_rows(self, rows: Sequence[tuple[int, str, str, str, str, str, str, str]]) -> None:
+        """Answered asks: one statement, its own (WAL, unsynced) transaction, per
+        `ARCHIVE_ROWS` rows. SQLite steps a statement once, so concurrent asks recorded
+        together (`AnswerRecorder`) let go of the interpreter lock once, not once each."""
         with self._lock:
-            self._con.execute("INSERT OR REPLACE INTO asks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            for lo in range(0, len(rows), ARCHIVE_ROWS):
+                part = rows[lo : lo + ARCHIVE_ROWS]
+                self._con.execute(_insert_rows(len(part)), [v for row in part for v in row])
 
     def stage_batch(self, first: int, rows: pa.Table) -> Path:
         """Write a caseload's questions, numbered from ledger index ``first``, to a file.
@@ -297,8 +323,80 @@ class AskArchive:
             self._con.close()
 
 
+@functools.lru_cache(maxsize=ARCHIVE_ROWS)
+def _insert_rows(count: int) -> str:
+    return "INSERT OR REPLACE INTO asks VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+
+
 def archive_path(home: Home) -> Path:
     return home.root / "asks" / "archive.sqlite"
+
+
+_ArchiveTail = tuple[str, str, str, str, str, str, str]  # an archive row less its index
+
+
+class _Recording:
+    """Answered asks recorded together: their entries, archive rows, and the outcome."""
+
+    __slots__ = ("done", "entries", "error", "indexes", "tails")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.tails: list[_ArchiveTail] = []
+        self.indexes: list[int] = []
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()  # released once recorded (or failed)
+
+
+class AnswerRecorder:
+    """Ledger entry, then archive row, of each answered single ask; concurrent asks share both.
+
+    An answered ask is durable in the ledger and kept in the archive before its answer
+    leaves (fail closed). Asks arriving while a recording is under way gather; the
+    first of them, once the previous recording is done, appends every gathered entry
+    in one ledger transaction (`Log.append_many`: consecutive indexes, one commit) and
+    writes their archive rows in one statement, then wakes the others one by one. Alone,
+    an ask records at once. A failure reaches every ask of its recording.
+    """
+
+    MAX_ASKS = ARCHIVE_ROWS
+
+    def __init__(self, log: Log, archive: AskArchive) -> None:
+        self._log, self._archive = log, archive
+        self._gather = threading.Lock()  # which recording an ask joins
+        self._writing = threading.Lock()  # one recording at a time, in order
+        self._open = _Recording()
+
+    def record(self, entry: Entry, tail: _ArchiveTail) -> int:
+        """Record one answered ask; return its ledger index once durable and archived."""
+        with self._gather:
+            group = self._open
+            if len(group.entries) >= self.MAX_ASKS:
+                group = self._open = _Recording()
+            position = len(group.entries)
+            group.entries.append(entry)
+            group.tails.append(tail)
+        if position == 0:
+            with self._writing:
+                with self._gather:  # closed: later asks gather for the next recording
+                    if self._open is group:
+                        self._open = _Recording()
+                try:
+                    group.indexes = self._log.append_many(group.entries)
+                    self._archive.record_rows(
+                        [(i, *t) for i, t in zip(group.indexes, group.tails, strict=True)]
+                    )
+                except BaseException as problem:
+                    group.error = problem
+                finally:
+                    group.done.release()
+        else:
+            group.done.acquire()  # then the next waiter: a chain, not a stampede
+            group.done.release()
+        if group.error is not None:
+            raise group.error
+        return group.indexes[position]
 
 
 class _Pending:
@@ -378,6 +476,7 @@ class Exchange:
         self.policy = policy or load_policy()
         self.limits = RateLimiter(self.policy.per_minute, self.policy.per_day)
         self.archive = archive or AskArchive(archive_path(home))
+        self._recorder = AnswerRecorder(log, self.archive)
         self._subject_key = subject_key(home)
         self._tagger = SubjectTagger(self._subject_key)  # the keyed state, computed once
         self._signer = log_signer(home)
@@ -482,7 +581,7 @@ class Exchange:
         """Answer one fact for one case, ledgered first (see the module docstring)."""
         now = utc(now if now is not None else self._clock())
         time = utc_time(now)
-        who = parse_principal(principal)
+        who = _principal(principal)
         department = who.department if who else "unknown"
         embargo = embargo_until.isoformat() if embargo_until else ""
 
@@ -541,27 +640,25 @@ class Exchange:
         canonical = canonical_answer(fact.ref, clean, result, relied_on, time)
         digest = answer_digest(canonical, salt)
         tags, commitments = self._subjects(subject_ids, salt)
-        # Fail closed: nothing below runs unless the entry is durable.
-        index = self.log.append(
+        nonce, digest_hex = salt.hex(), digest.hex()
+        # Fail closed: nothing below runs unless the entry is durable (and archived).
+        index = self._recorder.record(
             entry(
                 "answered",
                 answer_digest=digest,
                 relied_on=relied_on,
                 subject_tags=tags,
                 subject_commitments=commitments,
-            )
-        )
-        self.archive.record_one(
+            ),
             (
-                index,
                 fact.ref,
-                json.dumps(clean, ensure_ascii=False, sort_keys=True),
+                _ARCHIVE_JSON(clean),
                 _json_scalar(result),
                 _json_ids(relied_on),
                 time,
-                salt.hex(),
-                digest.hex(),
-            )
+                nonce,
+                digest_hex,
+            ),
         )
         return Answer(
             fact=fact.id,
@@ -571,8 +668,8 @@ class Exchange:
             ledger_index=index,
             time=time,
             params=clean,
-            nonce=salt.hex(),
-            digest=digest.hex(),
+            nonce=nonce,
+            digest=digest_hex,
             receipt=self._receipt(index, fact.ref, digest, time),
         )
 
@@ -634,8 +731,6 @@ class Exchange:
         return tags, commitments
 
     def _receipt(self, index: int, fact_ref: str, digest: bytes, time: str) -> str:
-        import base64
-
         body = (
             f"{RECEIPT_HEADER}\n{self.log.origin}\nindex {index}\nfact {fact_ref}\n"
             f"time {time}\ndigest {base64.b64encode(digest).decode()}\n"

@@ -24,17 +24,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange import demo
-from exchange.ask import AskRefused, Exchange, answer_digest, canonical_answer
+from exchange.ask import (
+    AnswerRecorder,
+    AskArchive,
+    AskRefused,
+    Exchange,
+    answer_digest,
+    canonical_answer,
+)
 from exchange.facts import all_facts, evaluate, pin_publications
 from exchange.home import Home
 from exchange.ledgerlink import log_verifier, open_log
 from exchange.policy import load_policy
 from exchange.residentid import check_character
 from exchange.store import ExchangeStore
-from ledger.entries import decode
+from ledger.entries import Entry, decode
 from ledger.errors import LedgerError
-from ledger.log import verify_receipt
-from ledger.note import verify_note
+from ledger.log import Log, verify_receipt
+from ledger.note import Signer, verify_note
+from ledger.store import LedgerStore, StoreFailed
 
 NOW = dt.datetime(2026, 7, 1, 9, 30, tzinfo=dt.UTC)
 HRSS = {"principal": "caseworker:hrss/zhang", "service_matter": "RS-YL-01"}
@@ -591,3 +599,100 @@ def test_batch_digests_hash_each_value_in_place(
     assert _sha256_each(column.combine_chunks()) == expected
     with pytest.raises(ValueError, match="missing"):
         _sha256_each(pa.array([b"a", None], kind))
+
+
+def _recorded_together(
+    recorder: AnswerRecorder, asks: list[tuple[Entry, tuple[str, ...]]]
+) -> list[object]:
+    """Record ``asks`` from a thread each while a recording is under way, so they gather
+    into one (the first one's thread waits to write it); then let it write. Returns each
+    ask's ledger index or exception."""
+    import threading
+    import time
+
+    outcomes: list[object] = [None] * len(asks)
+
+    def record(n: int) -> None:
+        try:
+            outcomes[n] = recorder.record(*asks[n])  # type: ignore[arg-type]
+        except Exception as problem:
+            outcomes[n] = problem
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(len(asks))]
+    with recorder._writing:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(recorder._open.entries) < len(asks) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(recorder._open.entries) == len(asks)  # one recording, its writer waiting
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def _answered_asks(count: int) -> list[tuple[Entry, tuple[str, ...]]]:
+    import hashlib
+
+    asks = []
+    for n in range(count):
+        digest = hashlib.sha256(b"answer %d" % n).digest()
+        entry = Entry(
+            kind="ask", time="2026-06-30T08:00:00Z", department="hrss",
+            principal="caseworker:hrss/zhang", outcome="answered", fact_id="person.alive",
+            fact_version="1.0.0", service_matter="RS-YL-01", case_ref=f"RS-2026-{n:06d}",
+            answer_digest=digest, relied_on=(1, 2),
+        )  # fmt: skip
+        tail = ("person.alive@1.0.0", json.dumps({"person_id": f"P{n:05d}"}), "true", "[1, 2]",
+                "2026-06-30T08:00:00Z", f"{n:032x}", digest.hex())  # fmt: skip
+        asks.append((entry, tail))
+    return asks
+
+
+def _ledger(tmp_path: Path, before_commit: Any = None) -> Log:
+    origin = "onceonly.test/ledger"
+    store = LedgerStore(tmp_path / "ledger.sqlite", before_commit=before_commit)
+    return Log(store=store, origin=origin, signer=Signer.generate(origin))
+
+
+def test_concurrent_answers_are_recorded_together_each_under_its_own_index(
+    tmp_path: Path,
+) -> None:
+    archive = AskArchive(tmp_path / "asks" / "archive.sqlite")
+    commits: list[int] = []
+    with _ledger(tmp_path, commits.append) as log:
+        try:
+            recorder = AnswerRecorder(log, archive)
+            asks = _answered_asks(40)
+            indexes = _recorded_together(recorder, asks)
+            assert sorted(indexes) == list(range(40))  # type: ignore[type-var]
+            assert commits == [40]  # one ledger transaction for the lot
+            for (entry, tail), index in zip(asks, indexes, strict=True):
+                assert isinstance(index, int)
+                assert decode(log.entry(index)) == entry  # each its own entry
+                kept = archive.get(index)
+                assert kept is not None
+                assert (kept["params"], kept["nonce"], kept["digest"]) == (
+                    json.loads(tail[1]),
+                    tail[5],
+                    tail[6],
+                )
+            alone = recorder.record(*_answered_asks(1)[0])  # type: ignore[arg-type]
+            assert alone == 40 and archive.get(40) is not None
+        finally:
+            archive.close()
+
+
+def test_a_failed_recording_fails_every_ask_in_it_and_archives_none(tmp_path: Path) -> None:
+    def failing_disk(count: int) -> None:
+        raise OSError("disk full")
+
+    archive = AskArchive(tmp_path / "asks" / "archive.sqlite")
+    with _ledger(tmp_path, failing_disk) as log:
+        try:
+            outcomes = _recorded_together(AnswerRecorder(log, archive), _answered_asks(5))
+            assert all(isinstance(o, StoreFailed) for o in outcomes), outcomes
+            assert all(archive.get(n) is None for n in range(5))
+            assert log.size == 0
+        finally:
+            archive.close()

@@ -326,17 +326,29 @@ def single_breakdown(
             if hasattr(ask_module, name):
                 original = getattr(facts, name)
                 stack.enter_context(patched(ask_module, name, timers.wrap(label, original)))
-        for target, name, label in (
-            (exchange.log, "append", "ledger append"),
-            (exchange.archive, "record_one", "archive"),
-            (exchange, "_receipt", "receipt"),
-            (exchange, "_subjects", "subject tag"),
-            (exchange, "_precomputed", "precomputed lookup"),
+        # An answered ask's entry and archive row go through the exchange's recorder
+        # (`AnswerRecorder`: ledger append_many, then the archive's rows); refusals and
+        # errors through `Log.append`.
+        recorder = getattr(exchange, "_recorder", None)
+        for target, name, label, parent in (
+            (recorder, "record", "recording", None),
+            (exchange.log, "append_many", "ledger append", "recording"),
+            (exchange.archive, "record_rows", "archive", "recording"),
+            (exchange.log, "append", "ledger append", None),
+            (exchange.archive, "record_one", "archive", None),
+            (exchange, "_receipt", "receipt", None),
+            (exchange, "_subjects", "subject tag", None),
+            (exchange, "_precomputed", "precomputed lookup", None),
         ):
-            stack.enter_context(patched(target, name, timers.wrap(label, getattr(target, name))))
+            if target is not None and hasattr(target, name):
+                wrapped = timers.wrap(label, getattr(target, name), parent)
+                stack.enter_context(patched(target, name, wrapped))
         run = ask_for(exchange, question, seconds, 0, seed)
     total = sum(run.latencies)
     per_ask = {name: s / run.asks * 1e6 for name, s in timers.seconds.items()}
+    if "recording" in per_ask:  # its own time only: the ledger and the archive are its parts
+        own = per_ask.pop("recording") - per_ask.get("ledger append", 0.0)
+        per_ask["recording hand-off"] = own - per_ask.get("archive", 0.0)
     per_ask["policy, pinning, digest, other"] = total / run.asks * 1e6 - sum(per_ask.values())
     return {"asks": run.asks, "mean_us": total / run.asks * 1e6, "phases_us": per_ask}
 
