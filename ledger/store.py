@@ -287,6 +287,8 @@ def read_blocks(
     before it ended.
     """
     end = _END if stop is None else stop
+    if end <= start:
+        return  # nothing, as `read_entries` (a segment overlapping both would not fit)
     parts: list[bytes] = []
     offsets: list[int] = []  # where each entry ends, from the block's first byte
     first = size = 0
@@ -928,6 +930,7 @@ class LedgerStore:
     # --- the sequencer --------------------------------------------------------------
 
     def _run(self) -> None:
+        batch: list[_Job] | None = []
         try:
             while (batch := self._take_batch()) is not None:
                 if batch[0].checkpoint is not None:
@@ -935,7 +938,10 @@ class LedgerStore:
                 else:
                     self._commit(batch)
         except BaseException as problem:  # a bug here must not leave callers waiting
-            self._fail(problem, [])
+            # Including the batch in hand: it has left the queue, and a raise outside
+            # `_commit`'s own try (the tree's thread not starting, memory running out
+            # while hashing a caseload) would otherwise never answer its callers.
+            self._fail(problem, batch or [])
 
     def _take_batch(self) -> list[_Job] | None:
         with self._cond:

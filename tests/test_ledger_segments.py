@@ -454,3 +454,60 @@ def test_a_format_one_file_verifies_and_is_upgraded_when_opened(path: Path) -> N
     assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     con.close()
     check_reads_back(path, [*items, *more])
+
+
+# --- 5. review: edges of reading and of the sequencer ------------------------------------
+
+
+def test_read_blocks_of_a_reversed_range_inside_a_segment_is_empty(path: Path) -> None:
+    """As `read_entries`: a stop at or below the start reads nothing, even in a segment."""
+    items = entries(2 * SEGMENT_MIN, "r")
+    with LedgerStore(path) as store:
+        store.append(b"row 0")
+        store.append_many(items)  # one segment, entries 1 .. 2 * SEGMENT_MIN
+    con = sqlite3.connect(path)
+    try:
+        for start, stop in ((40, 20), (30, 30), (2 * SEGMENT_MIN, 5), (1, 0)):
+            assert list(read_entries(con, start, stop)) == []
+            assert list(read_blocks(con, start, stop)) == []
+    finally:
+        con.close()
+
+
+def test_a_raise_outside_the_commit_fails_its_callers_instead_of_hanging(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequencer's batch has left the queue: a raise before the commit's own error
+    handling (here the tree's thread not starting) must still reach its callers."""
+    import threading
+
+    import ledger.store
+
+    class NoThread:
+        def __init__(self, *args: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+    store = LedgerStore(path)
+    try:
+        store.append(b"kept")
+        monkeypatch.setattr(ledger.store, "_Grower", NoThread)
+        outcome: list[BaseException | list[int]] = []
+
+        def bulk() -> None:
+            try:
+                outcome.append(store.append_many(entries(SEGMENT_MIN, "lost")))
+            except BaseException as problem:
+                outcome.append(problem)
+
+        caller = threading.Thread(target=bulk, daemon=True)
+        caller.start()
+        caller.join(10)
+        assert not caller.is_alive(), "the caller was left waiting"
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreFailed)
+        assert isinstance(outcome[0].__cause__, RuntimeError)
+        with pytest.raises(StoreFailed):
+            store.append(b"after")
+        assert store.size == 1
+    finally:
+        store.close()
+    assert read_all(path) == [(0, b"kept", leaf(b"kept"))]
