@@ -256,8 +256,12 @@ class AskArchive:
 
         numbered = pa.array(np.arange(first, first + rows.num_rows, dtype=np.int64))
         staged = self._batches / f"{first:012d}.tmp"
-        pq.write_table(rows.add_column(0, "ledger_index", numbered), staged)
-        os.chmod(staged, 0o600)
+        try:
+            pq.write_table(rows.add_column(0, "ledger_index", numbered), staged)
+            os.chmod(staged, 0o600)
+        except BaseException:
+            staged.unlink(missing_ok=True)  # a half-written file is nobody's
+            raise
         return staged
 
     def keep_batch(self, staged: Path, first: int, count: int) -> None:

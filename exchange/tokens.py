@@ -14,7 +14,9 @@ process's event loop. A revocation by any process (`onceonly token revoke`) is a
 so the next authentication after it returns sees a new counter, drops what it
 remembered and asks the database. In WAL mode the counter is not kept up: the store
 then remembers nothing. The map follows the file that was opened: a token file replaced
-by another one (a restore from a backup) is seen only by a restarted service.
+by another one (a restore from a backup) is seen only by a restarted service — and one
+overwritten in place while the service runs could be cut short under the map, which
+kills the process (SIGBUS): restore tokens with the service stopped.
 """
 
 from __future__ import annotations

@@ -211,8 +211,12 @@ class _Malformed(Exception):
 
 
 def _has_segments(con: sqlite3.Connection) -> bool:
-    (version,) = con.execute("PRAGMA user_version").fetchone()
-    return bool(version >= 2)
+    # The table itself, not the format number: a file whose number was set back to 1
+    # must not hide its segments from the readers and from verify.
+    found = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
+    ).fetchone()
+    return found is not None
 
 
 def _pieces(con: sqlite3.Connection, start: int, stop: int) -> sqlite3.Cursor:
@@ -785,6 +789,8 @@ class LedgerStore:
                 con.execute("ROLLBACK")
                 raise
             _check_format(con, self.path, formats=(STORE_FORMAT,))
+            if not _has_segments(con):
+                raise LedgerTampered(f"{self.path} has lost its segments table; run verify")
         except sqlite3.DatabaseError as problem:
             con.close()
             raise LedgerError(f"cannot open ledger store {self.path}: {problem}") from problem
@@ -800,6 +806,8 @@ class LedgerStore:
         for first, count, stored in self._reader.execute(
             "SELECT idx, NULL, leaf FROM entries UNION ALL "
             "SELECT first, count, leaves FROM segments ORDER BY 1"
+            if _has_segments(self._reader)
+            else "SELECT idx, NULL, leaf FROM entries ORDER BY 1"
         ):
             if first != len(leaves):
                 what = "is missing" if first > len(leaves) else "is stored twice"

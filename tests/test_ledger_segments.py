@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger.errors import LedgerError
 from ledger.merkle import root as merkle_root
 from ledger.proofs import verify_inclusion
 from ledger.store import (
@@ -511,3 +512,23 @@ def test_a_raise_outside_the_commit_fails_its_callers_instead_of_hanging(
     finally:
         store.close()
     assert read_all(path) == [(0, b"kept", leaf(b"kept"))]
+
+
+def test_a_format_number_set_back_does_not_hide_the_segments(
+    stored: tuple[Path, sqlite3.Connection],
+) -> None:
+    path, con = stored
+    con.execute("PRAGMA user_version = 1")
+    assert len(read_all(path)) == BEFORE + COUNT + 2  # the readers still see them all
+    assert verify_store(path).ok
+    with pytest.raises(LedgerError):  # and the store does not open for writing
+        LedgerStore(path).close()
+
+
+def test_a_dropped_segments_table_is_caught_as_tampering(
+    stored: tuple[Path, sqlite3.Connection],
+) -> None:
+    path, con = stored
+    con.execute("DROP TABLE segments")
+    assert first_bad(path) == BEFORE  # its entries are a gap now
+    refuses_to_open(path)
