@@ -232,10 +232,6 @@ class AskArchive:
             stray.unlink()
         self._lock = threading.Lock()
 
-    def record_one(self, row: tuple[int, str, str, str, str, str, str, str]) -> None:
-        """One answered ask: a single statement, its own (WAL, unsynced) transaction."""
-        self.record_rows([row])
-
     def record_rows(self, rows: Sequence[tuple[int, str, str, str, str, str, str, str]]) -> None:
         """Answered asks: one statement, its own (WAL, unsynced) transaction, per
         `ARCHIVE_ROWS` rows. SQLite steps a statement once, so concurrent asks recorded
@@ -515,7 +511,7 @@ class Exchange:
         if self.answers is None:
             raise ValueError("this exchange was opened without precompute")
         for fact_id in sorted({f.id for f in all_facts()}):
-            fact = load_fact(fact_id)
+            fact = self._fact(fact_id)
             if not precomputable(fact):
                 continue
             try:
@@ -766,9 +762,9 @@ class Exchange:
         """
         now = utc(now if now is not None else self._clock())
         time = utc_time(now)
-        who = parse_principal(principal)
+        who = _principal(principal)
         try:
-            fact = load_fact(fact_id)
+            fact: Fact | None = self._fact(fact_id)
         except FactError:
             fact = None
         reason = (

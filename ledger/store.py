@@ -201,13 +201,18 @@ _PIECES = (
     "UNION ALL SELECT first, count, data, ends, leaves, seal FROM segments "
     "WHERE first < ?2 AND first + count > ?1 ORDER BY 1"
 )
-_ROW_PIECES = (  # format 1: rows only
+_ROW_PIECES = (  # a file without the segments table (format 1): rows only
     "SELECT idx, 1, data, NULL, leaf, seal FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY 1"
 )
 
 
 class _Malformed(Exception):
     """A segment whose parts do not fit together (callers say it in their own terms)."""
+
+
+def _tampered(first: int, problem: _Malformed) -> LedgerTampered:
+    """What a reader raises for the malformed segment at ``first``."""
+    return LedgerTampered(f"the segment at entry {first} is malformed: {problem}")
 
 
 def _has_segments(con: sqlite3.Connection) -> bool:
@@ -269,7 +274,7 @@ def read_entries(
         try:
             items, leaves = _split(count, data, ends, leaf)
         except _Malformed as problem:
-            raise LedgerTampered(f"the segment at entry {first} is malformed: {problem}") from None
+            raise _tampered(first, problem) from None
         lo, hi = max(start - first, 0), min(end - first, len(items))
         yield from zip(range(first + lo, first + hi), items[lo:hi], leaves[lo:hi], strict=True)
 
@@ -310,7 +315,7 @@ def read_blocks(
             try:
                 stops = _segment_ends(count, data, ends)
             except _Malformed as problem:
-                raise LedgerTampered(f"the segment at entry {at} is malformed: {problem}") from None
+                raise _tampered(at, problem) from None
             lo = max(start - at, 0)
             stops = stops[: min(end - at, len(stops))]
         below = stops[lo - 1] if lo else 0
@@ -389,9 +394,7 @@ def entries_containing(
             try:
                 items, hashes = _split(count, data, ends, leaves)
             except _Malformed as problem:
-                raise LedgerTampered(
-                    f"the segment at entry {first} is malformed: {problem}"
-                ) from None
+                raise _tampered(first, problem) from None
             found.extend(
                 (first + k, item, hashes[k])
                 for k, item in enumerate(items)
@@ -986,19 +989,22 @@ class LedgerStore:
         assert self._writer is not None
         start = self._size  # only this thread changes the size
         items = [item for job in batch for item in job.items]
-        # leaf_hash and row_seal inlined: a caseload commits a million rows at once.
-        sha256, leaf_prefix, seal_domain, pack = hashlib.sha256, LEAF_PREFIX, SEAL_DOMAIN, _U64.pack
+        # leaf_hash inlined: a caseload commits a million entries at once.
+        sha256, leaf_prefix = hashlib.sha256, LEAF_PREFIX
         leaves = [sha256(leaf_prefix + data).digest() for data in items]
         rows: list[tuple[int, bytes, bytes, bytes]] = []
         segments: list[tuple[int, int, bytes, bytes, bytes, bytes]] = []
+        placements: list[tuple[Callable[[int], None], int]] = []
         at = 0  # position in items
         for job in batch:
             count = len(job.items)
+            if job.placed is not None:
+                placements.append((job.placed, start + at))
             if count >= SEGMENT_MIN:
                 segments.extend(_segments(start + at, job.items, leaves[at : at + count]))
-            else:
+            else:  # fewer than SEGMENT_MIN per job: rows, each with its seal
                 rows.extend(
-                    (i, data, leaf, sha256(seal_domain + pack(i) + leaf).digest())
+                    (i, data, leaf, row_seal(i, leaf))
                     for i, data, leaf in zip(
                         range(start + at, start + at + count),
                         job.items,
@@ -1012,11 +1018,8 @@ class LedgerStore:
         # past ``_size``, which moves only once the commit is durable.
         grower = _Grower(self._tree, self._tree_lock, leaves) if segments else None
         try:
-            first = start
-            for job in batch:
-                if job.placed is not None:
-                    job.placed(first)
-                first += len(job.items)
+            for placed, first in placements:
+                placed(first)
             self._writer.execute("BEGIN IMMEDIATE")
             if rows:
                 self._writer.executemany(

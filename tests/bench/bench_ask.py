@@ -335,7 +335,6 @@ def single_breakdown(
             (exchange.log, "append_many", "ledger append", "recording"),
             (exchange.archive, "record_rows", "archive", "recording"),
             (exchange.log, "append", "ledger append", None),
-            (exchange.archive, "record_one", "archive", None),
             (exchange, "_receipt", "receipt", None),
             (exchange, "_subjects", "subject tag", None),
             (exchange, "_precomputed", "precomputed lookup", None),
